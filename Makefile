@@ -1,0 +1,39 @@
+# envlet — see README.md.
+GO      ?= go
+BIN     ?= bin
+# The launcher is built static and stripped: it is copied into images.
+LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
+
+.PHONY: all build demo test test-short bench lint fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/envletd ./cmd/envlet
+	$(LAUNCHER_FLAGS) -o $(BIN)/envlet-exec ./cmd/envlet-exec
+
+demo: build
+	./scripts/demo.sh
+
+# Everything: formatting, vet, and every test with the race detector.
+test: lint
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-short:
+	$(GO) test -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: build
+	./scripts/bench.sh
+
+# A short run of every fuzz target; FUZZTIME=10m for a longer one.
+FUZZTIME ?= 30s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf $(BIN)

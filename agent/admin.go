@@ -1,0 +1,770 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// The admin API: HTTP/1.1 + JSON on admin.sock, under /v1/ (docs/admin-api.md).
+
+const maxBodyBytes = 1 << 20
+
+type ctxKey struct{}
+
+// caller is who sent an admin request.
+type caller struct {
+	peer  peer
+	user  string
+	admin bool
+}
+
+func (a *Agent) serveAdmin(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          a.log.StandardLogger(nil),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			uc, ok := c.(*net.UnixConn)
+			if !ok {
+				return ctx
+			}
+			p, err := peerOf(uc)
+			if err != nil {
+				return ctx
+			}
+			return context.WithValue(ctx, ctxKey{}, &caller{peer: p, user: a.userName(p.uid), admin: a.isAdmin(p)})
+		},
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return nil
+	}
+}
+
+// handler is an admin endpoint: it returns the reply body and status, or
+// an error (an *Error carries its code).
+type handler func(r *http.Request, c *caller) (any, int, error)
+
+func (a *Agent) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	h := func(pattern string, fn handler) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			c, _ := r.Context().Value(ctxKey{}).(*caller)
+			if c == nil {
+				writeErr(w, errorf(CodeDenied, "the caller's credentials could not be read"))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+			body, status, err := fn(r, c)
+			if err != nil {
+				e := codeOf(err)
+				if e.Code == CodeInternal {
+					a.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+					e = &Error{Code: CodeInternal, Message: "internal error; see the agent log"}
+				}
+				if e.Code == CodeDenied {
+					a.audit.write(auditRecord{Action: "refuse", Code: e.Code, Reason: r.Method + " " + r.URL.Path, Socket: "admin"}, &c.peer, c.user)
+				}
+				writeErr(w, e)
+				return
+			}
+			if status == http.StatusNoContent {
+				w.WriteHeader(status)
+				return
+			}
+			writeJSON(w, status, body)
+		})
+	}
+	h("GET /v1/whoami", a.apiWhoami)
+	h("GET /v1/status", a.apiStatus)
+	h("GET /v1/users/{user}/env", a.apiListAccount)
+	h("DELETE /v1/users/{user}/env", a.apiDeleteAllAccount)
+	h("GET /v1/users/{user}/env/{name}", a.apiGetAccount)
+	h("POST /v1/users/{user}/env/{name}", a.apiPutAccount(writeCreate))
+	h("PUT /v1/users/{user}/env/{name}", a.apiPutAccount(writeUpsert))
+	h("PATCH /v1/users/{user}/env/{name}", a.apiPutAccount(writeUpdate))
+	h("DELETE /v1/users/{user}/env/{name}", a.apiDeleteAccount)
+	h("GET /v1/projects", a.apiListProjects)
+	h("POST /v1/projects", a.apiCreateProject)
+	h("GET /v1/projects/{p}", a.apiGetProject)
+	h("DELETE /v1/projects/{p}", a.apiDeleteProject)
+	h("POST /v1/projects/{p}/members", a.apiAddMember)
+	h("DELETE /v1/projects/{p}/members/{user}", a.apiRemoveMember)
+	h("GET /v1/projects/{p}/env", a.apiListProjectEnv)
+	h("PUT /v1/projects/{p}/env/{name}", a.apiPutProjectVar)
+	h("DELETE /v1/projects/{p}/env/{name}", a.apiDeleteProjectVar)
+	h("GET /v1/workloads", a.apiListWorkloads)
+	h("POST /v1/workloads", a.apiRegisterWorkload)
+	h("DELETE /v1/workloads/{id}", a.apiDeleteWorkload)
+	h("GET /v1/explain", a.apiExplain)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, errorf(CodeNotFoundGeneric, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, e *Error) {
+	writeJSON(w, httpStatus(e.Code), map[string]any{"error": map[string]string{"code": e.Code, "message": e.Message}})
+}
+
+// decodeBody reads a JSON object into v, refusing unknown fields, trailing
+// data and bodies over the limit. Its errors never quote the body.
+func decodeBody(r *http.Request, v any) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
+		}
+		return errorf(CodeInvalidRequest, "read request body: %v", err)
+	}
+	defer clear(b)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(CodeInvalidRequest, "decode request body: %s", jsonErrText(err))
+	}
+	if dec.More() {
+		return errorf(CodeInvalidRequest, "decode request body: trailing data after the object")
+	}
+	return nil
+}
+
+func wantReveal(r *http.Request) bool {
+	v := r.URL.Query().Get("reveal")
+	return v == "1" || v == "true"
+}
+
+// varJSON is a variable as the API shows it.
+type varJSON struct {
+	Name   string `json:"name"`
+	Value  string `json:"value"`
+	Secret bool   `json:"secret"`
+	Masked bool   `json:"masked"`
+}
+
+func showVar(name string, v *variable, reveal bool) varJSON {
+	out := varJSON{Name: name, Secret: v.secret()}
+	if masked(name, v.secret()) && !reveal {
+		out.Value, out.Masked = maskText, true
+	} else {
+		out.Value = string(v.value())
+	}
+	return out
+}
+
+func showVars(set varSet, reveal bool) []varJSON {
+	out := []varJSON{}
+	for _, n := range set.sortedNames() {
+		out = append(out, showVar(n, set[n], reveal))
+	}
+	return out
+}
+
+// auditReveal records which masked names a caller saw in clear.
+func (a *Agent) auditReveal(c *caller, scope string, names []string) {
+	for _, n := range names {
+		a.audit.write(auditRecord{Action: "reveal", Scope: scope, Name: n, Socket: "admin"}, &c.peer, c.user)
+	}
+}
+
+func (a *Agent) apiWhoami(r *http.Request, c *caller) (any, int, error) {
+	return map[string]any{"user": c.user, "uid": c.peer.uid, "admin": c.admin}, 200, nil
+}
+
+func (a *Agent) apiStatus(r *http.Request, c *caller) (any, int, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	vars := 0
+	for _, u := range a.model.users {
+		vars += len(u.vars)
+	}
+	for _, p := range a.model.projects {
+		vars += len(p.vars)
+	}
+	projects := 0
+	for _, p := range a.model.projects {
+		if p.metaRev != 0 {
+			projects++
+		}
+	}
+	st := a.pool.Stats()
+	return map[string]any{
+		"backend":        "local",
+		"revision":       a.model.rev,
+		"stale_seconds":  0,
+		"users":          len(a.model.users),
+		"projects":       projects,
+		"variables":      vars,
+		"workloads":      len(a.workloads),
+		"uptime_seconds": int64(time.Since(a.started).Seconds()),
+		"memory_locked":  st.Locked,
+		"locked_bytes":   st.LockedBytes,
+	}, 200, nil
+}
+
+// accountUser resolves {user} ("me" is the caller) and checks the caller
+// may act on that account: its owner or an admin.
+func accountUser(r *http.Request, c *caller) (string, error) {
+	u := r.PathValue("user")
+	if u == "me" {
+		u = c.user
+	}
+	if !validIdent(u) {
+		return "", errorf(CodeInvalidRequest, "invalid user name")
+	}
+	if u != c.user && !c.admin {
+		return "", errorf(CodeDenied, "%s may not manage the account variables of %s", c.user, u)
+	}
+	return u, nil
+}
+
+func (a *Agent) apiListAccount(r *http.Request, c *caller) (any, int, error) {
+	u, err := accountUser(r, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := []varJSON{}
+	if us := a.model.users[u]; us != nil {
+		out = showVars(us.vars, wantReveal(r))
+	}
+	if wantReveal(r) {
+		a.auditReveal(c, "user:"+u, maskedNames(out))
+	}
+	return out, 200, nil
+}
+
+func maskedNames(vs []varJSON) []string {
+	var out []string
+	for _, v := range vs {
+		if masked(v.Name, v.Secret) {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+func (a *Agent) apiGetAccount(r *http.Request, c *caller) (any, int, error) {
+	u, err := accountUser(r, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	name := r.PathValue("name")
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	us := a.model.users[u]
+	if us == nil || us.vars[name] == nil {
+		return nil, 0, errorf(CodeNotFound, "account variable %s does not exist for %s", clipName(name), u)
+	}
+	v := showVar(name, us.vars[name], wantReveal(r))
+	if wantReveal(r) {
+		a.auditReveal(c, "user:"+u, maskedNames([]varJSON{v}))
+	}
+	return v, 200, nil
+}
+
+// clipName keeps a name from a URL printable in a message: a valid name is
+// shown, anything else is not echoed.
+func clipName(name string) string {
+	if validVarName(name) {
+		return name
+	}
+	return "(invalid name)"
+}
+
+// varBody is the body of a variable write.
+type varBody struct {
+	Value      *string `json:"value"`
+	Secret     bool    `json:"secret"`
+	FromSecret string  `json:"from_secret"`
+}
+
+func (b *varBody) check() error {
+	if b.FromSecret != "" {
+		return errorf(CodeUnsupported, "from_secret is not supported by this agent yet")
+	}
+	if b.Value == nil {
+		return errorf(CodeInvalidRequest, "value is missing")
+	}
+	return nil
+}
+
+func (b *varBody) flags() byte {
+	if b.Secret {
+		return flagSecret
+	}
+	return 0
+}
+
+func (a *Agent) apiPutAccount(mode varWrite) handler {
+	return func(r *http.Request, c *caller) (any, int, error) {
+		u, err := accountUser(r, c)
+		if err != nil {
+			return nil, 0, err
+		}
+		var b varBody
+		if err := decodeBody(r, &b); err != nil {
+			return nil, 0, err
+		}
+		if err := b.check(); err != nil {
+			return nil, 0, err
+		}
+		name := r.PathValue("name")
+		if _, err := a.putAccountVar(r.Context(), u, name, []byte(*b.Value), b.flags(), mode); err != nil {
+			return nil, 0, err
+		}
+		action := map[varWrite]string{writeCreate: "create", writeUpdate: "update", writeUpsert: "set"}[mode]
+		a.audit.write(auditRecord{Action: action, Scope: "user:" + u, Name: name, Socket: "admin"}, &c.peer, c.user)
+		a.mu.RLock()
+		defer a.mu.RUnlock()
+		status := 200
+		if mode == writeCreate {
+			status = 201
+		}
+		if us := a.model.users[u]; us != nil && us.vars[name] != nil {
+			return showVar(name, us.vars[name], false), status, nil
+		}
+		return varJSON{Name: name}, status, nil
+	}
+}
+
+func (a *Agent) apiDeleteAccount(r *http.Request, c *caller) (any, int, error) {
+	u, err := accountUser(r, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	name := r.PathValue("name")
+	if !validVarName(name) {
+		return nil, 0, errorf(CodeNotFound, "account variable %s does not exist for %s", clipName(name), u)
+	}
+	if _, err := a.deleteAccountVars(r.Context(), u, []string{name}); err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "delete", Scope: "user:" + u, Name: name, Socket: "admin"}, &c.peer, c.user)
+	return nil, http.StatusNoContent, nil
+}
+
+func (a *Agent) apiDeleteAllAccount(r *http.Request, c *caller) (any, int, error) {
+	u, err := accountUser(r, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := a.deleteAccountVars(r.Context(), u, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "delete-all", Scope: "user:" + u, Socket: "admin"}, &c.peer, c.user)
+	return map[string]int{"deleted": n}, 200, nil
+}
+
+// projectJSON is a project as the API shows it.
+type projectJSON struct {
+	Name    string   `json:"name"`
+	Owners  []string `json:"owners"`
+	Members []string `json:"members"`
+	Groups  []string `json:"groups"`
+}
+
+func showProject(name string, p *project) projectJSON {
+	nz := func(s []string) []string {
+		if s == nil {
+			return []string{}
+		}
+		return s
+	}
+	return projectJSON{Name: name, Owners: nz(p.meta.Owners), Members: nz(p.meta.Members), Groups: nz(p.meta.Groups)}
+}
+
+// projectRole returns what the caller is in project p: "admin", "owner",
+// "member" or "".
+func (a *Agent) projectRole(c *caller, p *project) string {
+	switch {
+	case c.admin:
+		return "admin"
+	case p != nil && contains(p.meta.Owners, c.user):
+		return "owner"
+	case p != nil && contains(p.meta.Members, c.user):
+		return "member"
+	}
+	return ""
+}
+
+func (a *Agent) apiListProjects(r *http.Request, c *caller) (any, int, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := []projectJSON{}
+	for name, p := range a.model.projects {
+		if p.metaRev != 0 && a.projectRole(c, p) != "" {
+			out = append(out, showProject(name, p))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, 200, nil
+}
+
+func (a *Agent) apiCreateProject(r *http.Request, c *caller) (any, int, error) {
+	if !c.admin {
+		return nil, 0, errorf(CodeDenied, "only admins create projects")
+	}
+	var b struct {
+		Name string `json:"name"`
+	}
+	if err := decodeBody(r, &b); err != nil {
+		return nil, 0, err
+	}
+	if err := a.createProject(r.Context(), b.Name); err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "create", Scope: "project:" + b.Name, Socket: "admin"}, &c.peer, c.user)
+	return a.projectReply(b.Name, 201)
+}
+
+func (a *Agent) projectReply(name string, status int) (any, int, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	p := a.model.liveProject(name)
+	if p == nil {
+		return nil, 0, errorf(CodeProjectNotFound, "project %s does not exist", name)
+	}
+	return showProject(name, p), status, nil
+}
+
+// projectFor looks a project up and checks the caller holds at least role
+// ("member" or "owner"; admins pass both).
+func (a *Agent) projectFor(r *http.Request, c *caller, role string) (string, error) {
+	name := r.PathValue("p")
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	p := a.model.liveProject(name)
+	if p == nil {
+		if !validIdent(name) {
+			return "", errorf(CodeProjectNotFound, "no such project")
+		}
+		return "", errorf(CodeProjectNotFound, "project %s does not exist", name)
+	}
+	got := a.projectRole(c, p)
+	if got == "admin" || got == "owner" || (got == "member" && role == "member") {
+		return name, nil
+	}
+	return "", errorf(CodeDenied, "%s is not %s of project %s", c.user, map[string]string{"member": "a member", "owner": "an owner"}[role], name)
+}
+
+func (a *Agent) apiGetProject(r *http.Request, c *caller) (any, int, error) {
+	name, err := a.projectFor(r, c, "member")
+	if err != nil {
+		return nil, 0, err
+	}
+	return a.projectReply(name, 200)
+}
+
+func (a *Agent) apiDeleteProject(r *http.Request, c *caller) (any, int, error) {
+	if !c.admin {
+		return nil, 0, errorf(CodeDenied, "only admins delete projects")
+	}
+	name := r.PathValue("p")
+	if err := a.deleteProject(r.Context(), name); err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "delete", Scope: "project:" + name, Socket: "admin"}, &c.peer, c.user)
+	return nil, http.StatusNoContent, nil
+}
+
+func (a *Agent) apiAddMember(r *http.Request, c *caller) (any, int, error) {
+	name, err := a.projectFor(r, c, "owner")
+	if err != nil {
+		return nil, 0, err
+	}
+	var b struct {
+		User  string `json:"user"`
+		Owner bool   `json:"owner"`
+	}
+	if err := decodeBody(r, &b); err != nil {
+		return nil, 0, err
+	}
+	if !validIdent(b.User) {
+		return nil, 0, errorf(CodeInvalidRequest, "invalid user name")
+	}
+	err = a.updateProject(r.Context(), name, func(m *projectMeta) error {
+		m.Owners, m.Members = remove(m.Owners, b.User), remove(m.Members, b.User)
+		if b.Owner {
+			m.Owners = append(m.Owners, b.User)
+		} else {
+			m.Members = append(m.Members, b.User)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "add-member", Scope: "project:" + name, Name: b.User, Socket: "admin"}, &c.peer, c.user)
+	return a.projectReply(name, 200)
+}
+
+func (a *Agent) apiRemoveMember(r *http.Request, c *caller) (any, int, error) {
+	name, err := a.projectFor(r, c, "owner")
+	if err != nil {
+		return nil, 0, err
+	}
+	user := r.PathValue("user")
+	err = a.updateProject(r.Context(), name, func(m *projectMeta) error {
+		if !contains(m.Owners, user) && !contains(m.Members, user) {
+			return errorf(CodeNotFoundGeneric, "%s is not a member of project %s", clipIdent(user), name)
+		}
+		m.Owners, m.Members = remove(m.Owners, user), remove(m.Members, user)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "remove-member", Scope: "project:" + name, Name: user, Socket: "admin"}, &c.peer, c.user)
+	return a.projectReply(name, 200)
+}
+
+func clipIdent(s string) string {
+	if validIdent(s) {
+		return s
+	}
+	return "(invalid name)"
+}
+
+func remove(list []string, s string) []string {
+	out := list[:0]
+	for _, x := range list {
+		if x != s {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (a *Agent) apiListProjectEnv(r *http.Request, c *caller) (any, int, error) {
+	name, err := a.projectFor(r, c, "member")
+	if err != nil {
+		return nil, 0, err
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	p := a.model.liveProject(name)
+	if p == nil {
+		return nil, 0, errorf(CodeProjectNotFound, "project %s does not exist", name)
+	}
+	// Members see masked values masked; owners and admins may reveal.
+	reveal := wantReveal(r) && a.projectRole(c, p) != "member"
+	out := showVars(p.vars, reveal)
+	if reveal {
+		a.auditReveal(c, "project:"+name, maskedNames(out))
+	}
+	return out, 200, nil
+}
+
+func (a *Agent) apiPutProjectVar(r *http.Request, c *caller) (any, int, error) {
+	project, err := a.projectFor(r, c, "owner")
+	if err != nil {
+		return nil, 0, err
+	}
+	var b varBody
+	if err := decodeBody(r, &b); err != nil {
+		return nil, 0, err
+	}
+	if err := b.check(); err != nil {
+		return nil, 0, err
+	}
+	name := r.PathValue("name")
+	if err := a.putProjectVar(r.Context(), project, name, []byte(*b.Value), b.flags()); err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "set", Scope: "project:" + project, Name: name, Socket: "admin"}, &c.peer, c.user)
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if p := a.model.liveProject(project); p != nil && p.vars[name] != nil {
+		return showVar(name, p.vars[name], false), 200, nil
+	}
+	return varJSON{Name: name}, 200, nil
+}
+
+func (a *Agent) apiDeleteProjectVar(r *http.Request, c *caller) (any, int, error) {
+	project, err := a.projectFor(r, c, "owner")
+	if err != nil {
+		return nil, 0, err
+	}
+	name := r.PathValue("name")
+	if !validVarName(name) {
+		return nil, 0, errorf(CodeNotFound, "project variable %s does not exist in %s", clipName(name), project)
+	}
+	if err := a.deleteProjectVar(r.Context(), project, name); err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "delete", Scope: "project:" + project, Name: name, Socket: "admin"}, &c.peer, c.user)
+	return nil, http.StatusNoContent, nil
+}
+
+// workloadJSON is a registration as `workload list` shows it: no values.
+type workloadJSON struct {
+	ID        string   `json:"id"`
+	User      string   `json:"user"`
+	Project   string   `json:"project"`
+	Match     Match    `json:"match"`
+	Mount     bool     `json:"mount"`
+	Source    string   `json:"source"`
+	Path      string   `json:"path,omitempty"`
+	TokenFile string   `json:"token_file,omitempty"`
+	Runtime   []string `json:"runtime"`
+	Execution []string `json:"execution"`
+	Revision  int64    `json:"revision"`
+	EnvRev    int64    `json:"env_revision"`
+	Stale     bool     `json:"stale"`
+}
+
+func names(vs []ownVar) []string {
+	out := []string{}
+	for _, v := range vs {
+		out = append(out, v.name)
+	}
+	return out
+}
+
+func (a *Agent) apiListWorkloads(r *http.Request, c *caller) (any, int, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := []workloadJSON{}
+	for id, w := range a.workloads {
+		if !c.admin && w.reg.User != c.user {
+			continue
+		}
+		served := w.servedRev.Load()
+		out = append(out, workloadJSON{
+			ID: id, User: w.reg.User, Project: w.reg.Project, Match: w.reg.Match, Mount: w.reg.Mount,
+			Source: w.source, Path: w.path, Runtime: names(w.runtime), Execution: names(w.execution),
+			Revision: served, EnvRev: int64(w.envRev),
+			// Served once, and the env has changed since: the running
+			// program holds an old value.
+			Stale: served != 0 && served < int64(w.envRev),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, 200, nil
+}
+
+func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error) {
+	if !c.admin {
+		return nil, 0, errorf(CodeDenied, "only admins register workloads")
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
+	}
+	defer clear(b)
+	reg, err := parseRegistration(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := a.registerWorkload(r.Context(), reg); err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "register", Scope: "workload:" + reg.ID, Socket: "admin"}, &c.peer, c.user)
+	return map[string]string{"id": reg.ID}, 201, nil
+}
+
+func (a *Agent) apiDeleteWorkload(r *http.Request, c *caller) (any, int, error) {
+	if !c.admin {
+		return nil, 0, errorf(CodeDenied, "only admins deregister workloads")
+	}
+	id := r.PathValue("id")
+	if err := a.deregisterWorkload(r.Context(), id); err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "deregister", Scope: "workload:" + id, Socket: "admin"}, &c.peer, c.user)
+	return nil, http.StatusNoContent, nil
+}
+
+// explainJSON is one name of explain's answer.
+type explainJSON struct {
+	Name      string   `json:"name"`
+	Value     string   `json:"value"`
+	Masked    bool     `json:"masked"`
+	Secret    bool     `json:"secret"`
+	Cleared   bool     `json:"cleared"`
+	Layer     string   `json:"layer"`
+	Overrides []string `json:"overrides"`
+}
+
+func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
+	q := r.URL.Query()
+	id, user, project := q.Get("workload"), q.Get("user"), q.Get("project")
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	var w *workload
+	switch {
+	case id != "" && user == "" && project == "":
+		if w = a.workloads[id]; w == nil {
+			return nil, 0, errorf(CodeWorkloadNotFound, "workload %s is not registered", clipIdent(id))
+		}
+		user, project = w.reg.User, w.reg.Project
+	case id == "" && user != "" && project != "":
+		if user == "me" {
+			user = c.user
+		}
+		if !validIdent(user) || !validIdent(project) {
+			return nil, 0, errorf(CodeInvalidRequest, "invalid user or project name")
+		}
+	default:
+		return nil, 0, errorf(CodeInvalidRequest, "explain wants workload=ID, or user=U and project=P")
+	}
+	if !c.admin && user != c.user {
+		return nil, 0, errorf(CodeDenied, "%s may explain only their own workloads", c.user)
+	}
+	reveal := wantReveal(r) && c.admin
+	var revealed []string
+	out := []explainJSON{}
+	for _, res := range a.resolve(a.layersFor(user, project, w), nil) {
+		e := explainJSON{Name: res.name, Secret: res.secret, Layer: res.layer, Overrides: res.overrides, Cleared: len(res.value) == 0}
+		if e.Overrides == nil {
+			e.Overrides = []string{}
+		}
+		switch {
+		case e.Cleared:
+		case masked(res.name, res.secret) && !reveal:
+			e.Value, e.Masked = maskText, true
+		default:
+			e.Value = string(res.value)
+			if masked(res.name, res.secret) {
+				revealed = append(revealed, res.name)
+			}
+		}
+		out = append(out, e)
+	}
+	scope := "user:" + user + ",project:" + project
+	if w != nil {
+		scope = "workload:" + w.reg.ID
+	}
+	a.auditReveal(c, scope, revealed)
+	return out, 200, nil
+}

@@ -1,0 +1,312 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-secure-stdlib/mlock"
+	"golang.org/x/sys/unix"
+
+	"github.com/envlet/envlet/cache"
+	"github.com/envlet/envlet/fetch"
+)
+
+// Agent is envletd: it keeps the store's variables in locked memory,
+// resolves each registered workload's environment when something changes,
+// and serves it on the workload socket; the admin socket manages it all.
+type Agent struct {
+	cfg      Config
+	log      hclog.Logger
+	reserved Reserved
+	pool     *cache.Pool
+	keys     *fetch.Keyring
+	backend  fetch.Backend
+	audit    *auditLog
+	started  time.Time
+
+	// OnReady, if set, runs once the sockets are open and the first fill of
+	// the cache is done, before anything is served.
+	OnReady func()
+
+	mu        sync.RWMutex
+	model     *model
+	workloads map[string]*workload
+	platform  layer
+	revWait   chan struct{} // closed and replaced each time model.rev moves
+
+	writeMu  sync.Mutex // one admin write at a time: read, check, commit, wait
+	adminGID int        // gid of cfg.AdminGroup, -1 if there is none
+	names    sync.Map   // uid -> user name
+}
+
+// New returns an agent for cfg; Run starts it.
+func New(cfg Config, log hclog.Logger) *Agent {
+	return &Agent{
+		cfg:       cfg,
+		log:       log,
+		reserved:  NewReserved(cfg.Reserved),
+		pool:      cache.NewPool(),
+		model:     newModel(),
+		workloads: map[string]*workload{},
+		revWait:   make(chan struct{}),
+		adminGID:  -1,
+		started:   time.Now(),
+	}
+}
+
+// Run opens the store and the sockets, then serves until ctx ends or a part
+// fails. It returns ctx's error after a clean stop.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("disable core dumps: %w", err)
+	}
+	if a.cfg.MlockAll {
+		if err := mlock.LockMemory(); err != nil {
+			return fmt.Errorf("mlockall (mlockall = true; needs CAP_IPC_LOCK): %w", err)
+		}
+	}
+	if len(a.cfg.EtcdEndpoints) > 0 {
+		return errors.New("open backend: the etcd backend is not available in this build yet")
+	}
+	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	keys, err := a.loadKeys()
+	if err != nil {
+		return err
+	}
+	a.keys = keys
+	backend, err := fetch.OpenLocal(a.cfg.StateDir, keys)
+	if err != nil {
+		return fmt.Errorf("open local store: %w", err)
+	}
+	a.backend = backend
+	defer backend.Close()
+	if a.audit, err = openAudit(a.cfg.AuditLog); err != nil {
+		return err
+	}
+	defer a.audit.Close()
+	if g, err := user.LookupGroup(a.cfg.AdminGroup); err == nil {
+		a.adminGID, _ = strconv.Atoi(g.Gid)
+	}
+	a.setPlatform()
+
+	snap, err := backend.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("read store: %w", err)
+	}
+	a.mu.Lock()
+	a.applySnapshot(snap)
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.model.free()
+		for _, w := range a.workloads {
+			w.free()
+		}
+		a.mu.Unlock()
+	}()
+
+	dirWatch, err := a.watchWorkloadsDir()
+	if err != nil {
+		return err
+	}
+	defer dirWatch.Close()
+
+	wl, err := listenUnix(a.cfg.WorkloadSocket, 0o666, -1)
+	if err != nil {
+		return err
+	}
+	// Every local user may manage their own account, so the admin socket is
+	// open to all by default and each request is authorised by the
+	// caller's kernel credentials; admin_socket_mode = 0660 restricts it to
+	// root and the admin group.
+	adminGID := a.adminGID
+	if a.cfg.Dev || a.cfg.AdminSocketMode&0o006 != 0 {
+		adminGID = -1
+	}
+	al, err := listenUnix(a.cfg.AdminSocket, a.cfg.AdminSocketMode, adminGID)
+	if err != nil {
+		wl.Close()
+		return err
+	}
+
+	a.log.Info("serving", "backend", "local", "revision", snap.Rev, "workload_socket", a.cfg.WorkloadSocket, "admin_socket", a.cfg.AdminSocket, "locked_memory", a.pool.Stats().Locked)
+	if a.OnReady != nil {
+		a.OnReady()
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	defer daemon.SdNotify(false, daemon.SdNotifyStopping)
+
+	return runAll(ctx,
+		func(ctx context.Context) error { return a.follow(ctx, snap.Rev) },
+		func(ctx context.Context) error { return dirWatch.Run(ctx) },
+		func(ctx context.Context) error { return a.serveWorkloads(ctx, wl) },
+		func(ctx context.Context) error { return a.serveAdmin(ctx, al) },
+	)
+}
+
+// loadKeys finds the key ring: systemd's $CREDENTIALS_DIRECTORY/envlet.keyring
+// when present (LoadCredentialEncrypted=), else the key file, created with a
+// fresh key if it does not exist.
+func (a *Agent) loadKeys() (*fetch.Keyring, error) {
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		b, err := os.ReadFile(filepath.Join(dir, "envlet.keyring"))
+		if err == nil {
+			k, err := fetch.KeyringFromBytes(b)
+			clear(b)
+			if err != nil {
+				return nil, fmt.Errorf("load key ring from credentials: %w", err)
+			}
+			return k, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read key ring credential: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(a.cfg.KeyFile), 0o700); err != nil {
+		return nil, fmt.Errorf("create key dir: %w", err)
+	}
+	k, err := fetch.LoadKeyring(a.cfg.KeyFile, true)
+	if err != nil {
+		return nil, fmt.Errorf("load key ring: %w", err)
+	}
+	return k, nil
+}
+
+func (a *Agent) setPlatform() {
+	l := layer{name: layerPlatform}
+	for _, d := range a.cfg.Defaults {
+		l.vars = append(l.vars, layerVar{name: d.Name, value: a.pool.Copy([]byte(d.Value)).Bytes()})
+	}
+	a.platform = l
+}
+
+// applySnapshot replaces the model with a full read of the store. Called
+// with a.mu held for writing.
+func (a *Agent) applySnapshot(s fetch.Snapshot) {
+	a.model.free()
+	for id, w := range a.workloads {
+		if w.source == sourceAPI {
+			w.free()
+			delete(a.workloads, id)
+		}
+	}
+	a.model = newModel()
+	t := newTouched()
+	t.all = true
+	for _, kv := range s.KVs {
+		a.apply(fetch.Event{Key: kv.Key, Value: kv.Value, ModRev: kv.ModRev}, t)
+	}
+	a.setRev(s.Rev)
+	a.resolveTouched(t)
+}
+
+// follow applies every committed batch to the model, then re-resolves the
+// workloads it touched.
+func (a *Agent) follow(ctx context.Context, after fetch.Revision) error {
+	for b := range a.backend.Watch(ctx, after) {
+		a.mu.Lock()
+		if b.Reset {
+			snap, err := a.backend.Snapshot(ctx)
+			if err != nil {
+				a.mu.Unlock()
+				return fmt.Errorf("re-read store: %w", err)
+			}
+			a.applySnapshot(snap)
+			a.mu.Unlock()
+			continue
+		}
+		t := newTouched()
+		for _, ev := range b.Events {
+			a.apply(ev, t)
+		}
+		a.setRev(b.Rev)
+		a.resolveTouched(t)
+		a.mu.Unlock()
+	}
+	return ctx.Err()
+}
+
+// setRev moves the model's revision and wakes writers waiting for it.
+// Called with a.mu held for writing.
+func (a *Agent) setRev(r fetch.Revision) {
+	a.model.rev = r
+	close(a.revWait)
+	a.revWait = make(chan struct{})
+}
+
+// waitRev blocks until the model has applied revision r, so a write is
+// visible to the reads that follow it.
+func (a *Agent) waitRev(ctx context.Context, r fetch.Revision) error {
+	for {
+		a.mu.RLock()
+		cur, ch := a.model.rev, a.revWait
+		a.mu.RUnlock()
+		if cur >= r {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// listenUnix opens a Unix socket at path with mode, owned by gid when
+// gid >= 0. A stale socket file from a previous run is replaced.
+func listenUnix(path string, mode os.FileMode, gid int) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(true)
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("chown %s: %w", path, err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// runAll runs every part until ctx ends or one fails; the first failure
+// cancels the rest, and runAll returns it once all have stopped.
+func runAll(ctx context.Context, parts ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p(ctx); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return context.Cause(ctx)
+}

@@ -1,0 +1,15 @@
+// Package agent is envletd: it reads the variables from a backend (fetch),
+// keeps their values in locked memory (cache), resolves every registered
+// workload's environment when something changes (DESIGN §2), and serves it
+// on the workload socket (agent/wire) to the process the kernel says is on
+// the other end. The admin socket (HTTP/1.1 + JSON under /v1/) manages
+// variables, projects and registrations.
+//
+// It owns: the config, the model of what is stored, validation and error
+// codes, precedence, identity of callers, the audit log.
+//
+// It must not: put a value into a log line, an error message, the audit log
+// or a panic; resolve on every request (resolution runs once per change and
+// the encoded frame is served as is); keep a value in the Go heap longer
+// than a request needs.
+package agent

@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Codes are the stable error codes of DESIGN §1, returned by the admin API,
+// printed by the CLI and sent to launchers. A message beside a code is for
+// people and never holds a value.
+const (
+	CodeInvalidName    = "ENV_VAR_INVALID_NAME"
+	CodeReservedName   = "ENV_VAR_RESERVED_NAME"
+	CodeInvalidValue   = "ENV_VAR_INVALID_VALUE"
+	CodeLimitExceeded  = "ENV_VAR_LIMIT_EXCEEDED"
+	CodeAlreadyExists  = "ENV_VAR_ALREADY_EXISTS"
+	CodeNotFound       = "ENV_VAR_NOT_FOUND"
+	CodeSecretTooLarge = "SECRET_TOO_LARGE"
+	CodeDenied         = "PERMISSION_DENIED"
+
+	CodeInvalidRequest   = "INVALID_REQUEST"
+	CodeProjectNotFound  = "PROJECT_NOT_FOUND"
+	CodeProjectExists    = "PROJECT_ALREADY_EXISTS"
+	CodeWorkloadNotFound = "WORKLOAD_NOT_FOUND"
+	CodeWorkloadExists   = "WORKLOAD_ALREADY_EXISTS"
+	CodeNotFoundGeneric  = "NOT_FOUND"
+	CodeUnavailable      = "BACKEND_UNAVAILABLE"
+	CodeInternal         = "INTERNAL"
+
+	// Workload socket refusals.
+	CodeWorkloadUnknown   = "WORKLOAD_UNKNOWN"
+	CodeWorkloadAmbiguous = "WORKLOAD_AMBIGUOUS"
+	CodeBadRequest        = "BAD_REQUEST"
+	CodeUnsupported       = "UNSUPPORTED"
+)
+
+// Error is an error with a stable code. Message must never contain a value.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// codeOf returns the code of err, INTERNAL when it carries none.
+func codeOf(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeInternal, Message: err.Error()}
+}
+
+// httpStatus maps a code to the HTTP status of the admin API.
+func httpStatus(code string) int {
+	switch code {
+	case CodeInvalidName, CodeReservedName, CodeInvalidValue, CodeLimitExceeded,
+		CodeSecretTooLarge, CodeInvalidRequest:
+		return http.StatusBadRequest
+	case CodeDenied:
+		return http.StatusForbidden
+	case CodeNotFound, CodeProjectNotFound, CodeWorkloadNotFound, CodeNotFoundGeneric:
+		return http.StatusNotFound
+	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists:
+		return http.StatusConflict
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}

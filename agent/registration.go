@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync/atomic"
+
+	"github.com/envlet/envlet/cache"
+	"github.com/envlet/envlet/fetch"
+)
+
+// Registration is the workload document of DESIGN §4, the same in
+// workloads.d/*.json, `envlet workload register` and POST /v1/workloads.
+type Registration struct {
+	ID        string            `json:"id"`
+	User      string            `json:"user"`
+	Project   string            `json:"project"`
+	Match     Match             `json:"match"`
+	Runtime   map[string]string `json:"runtime,omitempty"`
+	Execution map[string]string `json:"execution,omitempty"`
+	Mount     bool              `json:"mount,omitempty"`
+}
+
+// Match says how to recognise a workload's processes; every field given
+// must match.
+type Match struct {
+	UID         *uint32 `json:"uid,omitempty"`
+	GID         *uint32 `json:"gid,omitempty"`
+	SystemdUnit string  `json:"systemd_unit,omitempty"`
+	Cgroup      string  `json:"cgroup,omitempty"`
+	ContainerID string  `json:"container_id,omitempty"`
+	Token       bool    `json:"token,omitempty"`
+}
+
+const maxRegistrationBytes = 1 << 20
+
+// parseRegistration decodes and checks a registration document. Unknown
+// fields are errors so a misspelt "exectuion" is not silently dropped.
+func parseRegistration(b []byte) (*Registration, error) {
+	if len(b) > maxRegistrationBytes {
+		return nil, errorf(CodeInvalidRequest, "registration is %d bytes, over the limit of %d", len(b), maxRegistrationBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var r Registration
+	if err := dec.Decode(&r); err != nil {
+		return nil, errorf(CodeInvalidRequest, "decode registration: %s", jsonErrText(err))
+	}
+	if dec.More() {
+		return nil, errorf(CodeInvalidRequest, "decode registration: trailing data after the object")
+	}
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// jsonErrText describes a JSON error without quoting the input: a syntax
+// error's text may hold part of a value.
+func jsonErrText(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q: want %s", te.Field, te.Type)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "unexpected end of input"
+	}
+	msg := err.Error()
+	// "json: unknown field \"x\"" names a field, never a value.
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}
+
+func (r *Registration) check() error {
+	switch {
+	case !validIdent(r.ID):
+		return errorf(CodeInvalidRequest, "registration id is missing or invalid (1-128 of A-Z a-z 0-9 . _ - @)")
+	case !validIdent(r.User):
+		return errorf(CodeInvalidRequest, "registration %s: user is missing or invalid", r.ID)
+	case !validIdent(r.Project):
+		return errorf(CodeInvalidRequest, "registration %s: project is missing or invalid", r.ID)
+	}
+	m := r.Match
+	if m.UID == nil && m.GID == nil && m.SystemdUnit == "" && m.Cgroup == "" && m.ContainerID == "" && !m.Token {
+		return errorf(CodeInvalidRequest, "registration %s: match names nothing (want uid, gid, systemd_unit, cgroup, container_id or token)", r.ID)
+	}
+	if m.SystemdUnit != "" || m.Cgroup != "" || m.ContainerID != "" || m.Token {
+		return errorf(CodeUnsupported, "registration %s: this agent matches by uid and gid only so far", r.ID)
+	}
+	for layer, vars := range map[string]map[string]string{"runtime": r.Runtime, "execution": r.Execution} {
+		for n, v := range vars {
+			if !validVarName(n) {
+				return errorf(CodeInvalidName, "registration %s: %s variable name invalid (%d bytes)", r.ID, layer, len(n))
+			}
+			if len(v) > 1<<20 || bytes.IndexByte([]byte(v), 0) >= 0 {
+				return errorf(CodeInvalidValue, "registration %s: value of %s %s has a NUL byte or is over 1 MiB", r.ID, layer, n)
+			}
+		}
+	}
+	return nil
+}
+
+// matches reports whether a peer with these credentials is this workload.
+func (m *Match) matches(p peer) bool {
+	if m.UID != nil && *m.UID != p.uid {
+		return false
+	}
+	if m.GID != nil && *m.GID != p.gid {
+		return false
+	}
+	return true
+}
+
+// Workload sources.
+const (
+	sourceAPI  = "api"
+	sourceFile = "file"
+)
+
+// workload is a registration as the agent serves it: its own layers in
+// locked memory and its resolved Env frame, ready to write.
+type workload struct {
+	reg       Registration // Runtime and Execution emptied: the values live in runtime/execution
+	source    string
+	path      string // for file registrations
+	runtime   []ownVar
+	execution []ownVar
+
+	frame     *cache.Buf     // the encoded Env frame
+	envRev    fetch.Revision // revision at which the resolved env last changed
+	servedRev atomic.Int64   // revision last served
+}
+
+type ownVar struct {
+	name string
+	val  *cache.Buf
+}
+
+func (a *Agent) ownVars(m map[string]string) []ownVar {
+	out := make([]ownVar, 0, len(m))
+	for n, v := range m {
+		out = append(out, ownVar{n, a.pool.Copy([]byte(v))})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+func (w *workload) free() {
+	for _, v := range w.runtime {
+		v.val.Free()
+	}
+	for _, v := range w.execution {
+		v.val.Free()
+	}
+	w.frame.Free()
+}
+
+// putWorkload adds or replaces a registration. Called with a.mu held. A file
+// registration may not take an id the API holds, and the reverse.
+func (a *Agent) putWorkload(r *Registration, source string) error {
+	if old := a.workloads[r.ID]; old != nil && old.source != source {
+		return errorf(CodeWorkloadExists, "workload %s is already registered (%s)", r.ID, old.source)
+	}
+	w := &workload{source: source, runtime: a.ownVars(r.Runtime), execution: a.ownVars(r.Execution)}
+	w.reg = *r
+	w.reg.Runtime, w.reg.Execution = nil, nil
+	if old := a.workloads[r.ID]; old != nil {
+		w.servedRev.Store(old.servedRev.Load())
+		old.free()
+	}
+	a.workloads[r.ID] = w
+	a.resolveWorkload(w)
+	return nil
+}
+
+// removeWorkload drops a registration of the given source. Called with a.mu held.
+func (a *Agent) removeWorkload(id, source string) {
+	if w := a.workloads[id]; w != nil && w.source == source {
+		w.free()
+		delete(a.workloads, id)
+	}
+}

@@ -1,0 +1,13 @@
+// Command envlet is the admin CLI of envlet: it manages account variables,
+// projects (members, variables, groups) and workload registrations, and
+// explains the environment a workload gets, by calling the agent's admin API
+// (HTTP/1.1 + JSON, docs/admin-api.md) over its Unix socket.
+//
+// It owns the command line and the output formats only. It holds no state,
+// never decides who may do what (the agent does, from the caller's
+// SO_PEERCRED), and never prints a variable's value in an error; values
+// appear on stdout only as the agent returns them (masked unless --reveal).
+//
+// Exit codes: 0 done, 1 the command failed (stderr "envlet: CODE: message"),
+// 2 bad usage ("envlet: USAGE: message").
+package main

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+)
+
+// workload is a registration as `GET /v1/workloads` lists it.
+type workload struct {
+	ID        string      `json:"id"`
+	User      string      `json:"user"`
+	Project   string      `json:"project"`
+	Source    string      `json:"source"`
+	TokenFile string      `json:"token_file"`
+	Revision  json.Number `json:"revision"`
+	Stale     bool        `json:"stale"`
+}
+
+func (a *app) workloadCmd() *cobra.Command {
+	cmd := group("workload", "Register, list and delete workloads")
+
+	register := &cobra.Command{
+		Use:   "register FILE",
+		Short: "Register a workload from a JSON file (- for stdin)",
+		Long: `Register a workload: the JSON document in FILE (- reads stdin) is sent
+as is to the agent, the same document as in workloads.d/*.json.`,
+		Args: nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			doc, err := a.readDoc(args[0])
+			if err != nil {
+				return err
+			}
+			var reply struct {
+				ID        string `json:"id"`
+				TokenFile string `json:"token_file"`
+			}
+			data, err := a.client().do(cmd.Context(), http.MethodPost, "/v1/workloads", nil, doc)
+			if err != nil {
+				return err
+			}
+			if err := decode(data, &reply); err != nil {
+				return errorf(codeBadReply, "decode reply to POST /v1/workloads: %v", err)
+			}
+			out := fmt.Sprintf("registered %s\n", display(reply.ID))
+			if reply.TokenFile != "" {
+				out += fmt.Sprintf("token file: %s\n", display(reply.TokenFile))
+			}
+			return writeString(a.stdout, out)
+		},
+	}
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List registered workloads",
+		Args:  nArgs(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ws []workload
+			raw, err := a.client().call(cmd.Context(), http.MethodGet, "/v1/workloads", nil, nil, &ws)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.stdout, raw)
+			}
+			t := newTable(a.stdout, "ID", "USER", "PROJECT", "SOURCE", "REVISION", "STALE", "TOKEN_FILE")
+			for _, w := range ws {
+				tf := w.TokenFile
+				if tf == "" {
+					tf = "-"
+				}
+				rev := w.Revision.String()
+				if rev == "" {
+					rev = "-"
+				}
+				t.row(w.ID, w.User, w.Project, w.Source, rev, strconv.FormatBool(w.Stale), tf)
+			}
+			return t.flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of workloads")
+
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Deregister a workload",
+		Args:  nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := apiPath("/v1/workloads/%s", "ID", args[0])
+			if err != nil {
+				return err
+			}
+			_, err = a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, nil)
+			return err
+		},
+	}
+
+	cmd.AddCommand(register, list, del)
+	return cmd
+}
+
+// readDoc reads a registration from a file, or stdin for "-". It checks
+// only that the document is JSON within the agent's size limit; its
+// contents (which may hold values) never appear in an error.
+func (a *app) readDoc(name string) ([]byte, error) {
+	var r io.Reader
+	if name == "-" {
+		r = a.stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, errorf(codeIO, "read workload file: %v", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	doc, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if err != nil {
+		return nil, errorf(codeIO, "read workload file %s: %v", name, err)
+	}
+	if len(doc) > maxBody {
+		return nil, errorf(codeInvalid, "workload file %s is larger than %d bytes", name, maxBody)
+	}
+	if !json.Valid(doc) {
+		return nil, errorf(codeInvalid, "workload file %s is not valid JSON", name)
+	}
+	return doc, nil
+}

@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestKill9KeepsAcknowledgedWrites: every write the CLI saw succeed is there
+// after the agent is killed with SIGKILL and started again.
+func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
+	a := startAgent(t, "")
+	a.cli("project", "create", "p")
+	for i := 0; i < 20; i++ {
+		a.cli("env", "set", "--user", "alice", fmt.Sprintf("K%d", i), fmt.Sprintf("v%d", i))
+	}
+	a.cli("project", "env", "set", "p", "PV", "pv")
+	a.kill()
+	a.start()
+	for i := 0; i < 20; i++ {
+		if got := a.cli("env", "get", "--user", "alice", fmt.Sprintf("K%d", i)); got != fmt.Sprintf("v%d\n", i) {
+			t.Fatalf("K%d = %q after kill -9", i, got)
+		}
+	}
+	if !strings.Contains(a.cli("project", "env", "list", "p"), "PV=pv") {
+		t.Fatal("project variable lost after kill -9")
+	}
+}
+
+// TestCanaries plants a canary in every layer and searches everything the
+// agent, CLI and launcher printed, the audit log and the state directory.
+func TestCanaries(t *testing.T) {
+	a := startAgent(t, "PLATFORM_TOKEN = canary-platform-3f9a")
+	canaries := []string{"canary-account-77c1", "canary-project-19be", "canary-runtime-5d02", "canary-exec-a4e8", "canary-secretflag-0b6d", "canary-platform-3f9a"}
+	a.cli("project", "create", "p")
+	a.cli("project", "add-member", "p", "alice")
+	a.cli("env", "set", "--user", "alice", "DB_PASSWORD", canaries[0])
+	a.cli("project", "env", "set", "p", "API_TOKEN_X", canaries[1])
+	a.cli("env", "set", "--user", "alice", "PLAIN", canaries[4], "--secret")
+	a.register(map[string]any{"id": "c1", "user": "alice", "project": "p", "match": map[string]any{"uid": 4601},
+		"runtime": map[string]string{"RT_SECRET": canaries[2]}, "execution": map[string]string{"EXEC_KEY": canaries[3]}})
+	os.Remove(filepath.Join(a.dir, "reg-c1.json")) // the registration file itself holds values by design
+
+	env, r := a.launchEnv(4601, 4601)
+	if r.code != 0 {
+		t.Fatal(r)
+	}
+	for _, c := range canaries {
+		found := false
+		for _, v := range env {
+			found = found || v == c
+		}
+		if !found {
+			t.Fatalf("the workload did not get %s", c)
+		}
+	}
+	// Every listing and explain, without --reveal.
+	a.cli("env", "list", "--user", "alice")
+	a.cli("env", "list", "--user", "alice", "--json")
+	a.cli("env", "get", "--user", "alice", "DB_PASSWORD")
+	a.cli("env", "get", "--user", "alice", "PLAIN")
+	a.cli("project", "env", "list", "p")
+	a.cli("project", "env", "list", "p", "--json")
+	a.cli("explain", "--workload", "c1")
+	a.cli("explain", "--workload", "c1", "--json")
+	a.cli("explain", "--user", "alice", "--project", "p")
+	a.cli("workload", "list", "--json")
+	a.cli("status")
+	// Errors around values: a refused duplicate, a value too large.
+	a.cliAs(0, "env", "create", "--user", "alice", "DB_PASSWORD", canaries[0])
+	a.runAs(0, 0, canaries[0]+strings.Repeat("y", 40000), nil, bins.envlet, "env", "set", "--user", "alice", "HUGE", "--value-stdin")
+	a.runAs(0, 0, "", []string{"ENVLET_SOCKET=/nonexistent"}, bins.exec, "--", "env")
+	// The agent's environment and command line.
+	pid := a.cmd.Process.Pid
+	for _, f := range []string{"environ", "cmdline"} {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+		for _, c := range canaries[:5] {
+			if strings.Contains(string(b), c) {
+				t.Errorf("canary in /proc/agent/%s", f)
+			}
+		}
+	}
+	// --reveal is the one way to see them.
+	if out := a.runAs(0, 0, "", nil, bins.envlet, "env", "get", "--user", "alice", "DB_PASSWORD", "--reveal").stdout; out != canaries[0]+"\n" {
+		t.Fatalf("get --reveal = %q", out)
+	}
+	a.stop()
+	// Search with the config file aside: the platform default is in it by design.
+	a.noCanary(canaries[:5]...)
+	for _, c := range canaries {
+		if strings.Contains(a.log.String(), c) {
+			t.Errorf("canary %s in the agent log", c)
+		}
+	}
+}
+
+// TestDevMode runs envletd -dev as an unprivileged user: it prints the
+// exports, makes the starter an admin, and lets other users reach the
+// workload socket.
+func TestDevMode(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "eldev")
+	os.Chmod(dir, 0o777)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	const devUID, otherUID = 4701, 4702
+	cmd := exec.Command(bins.envletd, "-dev", "-dir", filepath.Join(dir, "d"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: devUID, Gid: devUID}}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "TMPDIR=" + dir}
+	logs := newLogBuf()
+	cmd.Stderr = logs
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	exports := map[string]string{}
+	for len(exports) < 2 && sc.Scan() {
+		k, v, _ := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
+		exports[k] = v
+	}
+	ws, as := exports["ENVLET_SOCKET"], exports["ENVLET_ADMIN_SOCKET"]
+	if ws != filepath.Join(dir, "d", "workload.sock") || as != filepath.Join(dir, "d", "admin.sock") {
+		t.Fatalf("exports: %v; log:\n%s", exports, logs.String())
+	}
+	a := &agentProc{t: t, dir: dir, workSock: ws, adminSock: as, log: logs, audit: filepath.Join(dir, "d", "audit.log"), stateDir: filepath.Join(dir, "d", "state")}
+	// The starter is admin.
+	if r := a.cliAs(devUID, "project", "create", "p"); r.code != 0 {
+		t.Fatalf("dev starter is not admin: %s", r)
+	}
+	a.cliAs(devUID, "project", "add-member", "p", "4702")
+	if r := a.cliAs(otherUID, "project", "create", "q"); r.code == 0 {
+		t.Fatalf("another user is admin in -dev: %s", r)
+	}
+	// Another user sets their own variable and runs a workload.
+	if r := a.cliAs(otherUID, "env", "set", "OTHER_VAR", "x"); r.code != 0 {
+		t.Fatal(r)
+	}
+	reg := `{"id":"w","user":"4702","project":"p","match":{"uid":4702}}`
+	if r := a.runAs(devUID, devUID, reg, nil, bins.envlet, "workload", "register", "-"); r.code != 0 {
+		t.Fatal(r)
+	}
+	if env, r := a.launchEnv(otherUID, otherUID); env["OTHER_VAR"] != "x" {
+		t.Fatalf("workload in -dev: %s", r)
+	}
+	for _, p := range []string{"state", "keyring"} {
+		fi, err := os.Stat(filepath.Join(dir, "d", p))
+		if err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is not private: %v %v", p, fi.Mode(), err)
+		}
+	}
+}

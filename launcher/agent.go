@@ -1,0 +1,131 @@
+package launcher
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/envlet/envlet/agent/wire"
+	"golang.org/x/sys/unix"
+)
+
+// replyBuf is the buffer a reply is read into; an Env of a few hundred
+// variables fits, a larger one gets its own allocation from wire.ReadFrame.
+const replyBuf = 32 << 10
+
+// ask sends req to the agent at socket and returns its reply frame. An Error
+// frame comes back as the agent's refusal; any other type is the caller's to
+// check.
+//
+// The socket is a raw fd rather than a net.Conn: package net would add some
+// 600 KB (40%) to the binary, for one connect, one write and a few reads.
+func ask(socket string, timeout time.Duration, req wire.Request) (wire.Type, []byte, *failure) {
+	unreachable := func(action string, err error) *failure {
+		return &failure{code: "AGENT_UNREACHABLE", msg: action + " " + socket + ": " + sysText(err, timeout), exit: exitFailure}
+	}
+	fd, err := dial(socket, timeout)
+	if err != nil {
+		return 0, nil, unreachable("connect", err)
+	}
+	defer unix.Close(fd)
+
+	if err := writeAll(fd, wire.AppendRequest(nil, req)); err != nil {
+		return 0, nil, unreachable("send request to", err)
+	}
+	typ, payload, err := wire.ReadFrame(fdReader(fd), make([]byte, 0, replyBuf))
+	switch {
+	case err == io.EOF:
+		return 0, nil, badReply("agent closed the connection without a reply")
+	case errors.Is(err, unix.EAGAIN):
+		return 0, nil, unreachable("receive reply from", err)
+	case err != nil:
+		return 0, nil, badReply(err.Error())
+	case typ == wire.TypeError:
+		return 0, nil, refused(payload)
+	}
+	return typ, payload, nil
+}
+
+// dial connects a Unix stream socket to path. The timeout bounds connect (on
+// a full backlog) and every later read and write, through SO_SNDTIMEO and
+// SO_RCVTIMEO; zero means none.
+func dial(path string, timeout time.Duration) (int, error) {
+	// sun_path holds 108 bytes with the NUL; say so rather than EINVAL.
+	if len(path) >= len(unix.RawSockaddrUnix{}.Path) {
+		return -1, errors.New("socket path longer than " + strconv.Itoa(len(unix.RawSockaddrUnix{}.Path)-1) + " bytes")
+	}
+	// CLOEXEC so that the program we exec never inherits the connection.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if timeout > 0 {
+		tv := unix.NsecToTimeval(timeout.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		// A socket with a timeout is not restarted after a signal handler
+		// runs (SA_RESTART does not apply), so retry EINTR by hand here and
+		// in every read and write.
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		// The Go runtime ignores SIGPIPE for fds other than 1 and 2, so a
+		// closed peer shows as EPIPE here rather than killing us.
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// fdReader reads a blocking socket fd for wire.ReadFrame.
+type fdReader int
+
+func (fd fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(fd), p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// sysText words a socket error for people: EAGAIN on a socket with a
+// timeout means the timeout expired.
+func sysText(err error, timeout time.Duration) string {
+	if errors.Is(err, unix.EAGAIN) && timeout > 0 {
+		return "timed out after " + timeout.String() + " (ENVLET_TIMEOUT)"
+	}
+	return err.Error()
+}

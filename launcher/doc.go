@@ -1,0 +1,22 @@
+// Package launcher is envlet-exec: it asks the agent for this workload's
+// environment over the workload socket, merges it into its own, and replaces
+// itself with the program (execve), or prints one secret with --get-secret.
+//
+// It owns the launcher's command line, its exit codes and its messages:
+//
+//	125  the launcher failed: bad usage, agent unreachable or timed out, the
+//	     agent refused (its code and message are printed), a bad reply
+//	126  the program was found but cannot be run (permission, format, …)
+//	127  the program was not found
+//	     otherwise the program's own status, since the program replaces us
+//
+// Messages go to stderr as "envlet-exec: CODE: message" and never hold a
+// value: not a variable's, not the token's, not the secret's.
+//
+// It must stay small and quick to start, as a container entrypoint and an
+// ExecStart= in front of every workload. So it imports only agent/wire,
+// golang.org/x/sys/unix and small parts of the standard library: no net
+// (the socket is a raw fd), no fmt, no flag, no os/exec, no encoding/json,
+// no logging library. cmd/envlet-exec/deps_test.go holds it to that and to a
+// size bound. It keeps no state and starts no goroutine.
+package launcher
