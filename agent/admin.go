@@ -303,7 +303,7 @@ func clipName(name string) string {
 // varBody is the body of a variable write.
 type varBody struct {
 	Value      *string `json:"value"`
-	Secret     bool    `json:"secret"`
+	Secret     *bool   `json:"secret"` // nil: keep the flag a stored variable has
 	FromSecret string  `json:"from_secret"`
 }
 
@@ -317,8 +317,13 @@ func (b *varBody) check() error {
 	return nil
 }
 
-func (b *varBody) flags() byte {
-	if b.Secret {
+// flags returns the record flags for the write, given the flags of the
+// variable it replaces (0 when new).
+func (b *varBody) flags(old byte) byte {
+	if b.Secret == nil {
+		return old & flagSecret
+	}
+	if *b.Secret {
 		return flagSecret
 	}
 	return 0
@@ -338,7 +343,7 @@ func (a *Agent) apiPutAccount(mode varWrite) handler {
 			return nil, 0, err
 		}
 		name := r.PathValue("name")
-		if _, err := a.putAccountVar(r.Context(), u, name, []byte(*b.Value), b.flags(), mode); err != nil {
+		if _, err := a.putAccountVar(r.Context(), u, name, []byte(*b.Value), b.flags, mode); err != nil {
 			return nil, 0, err
 		}
 		action := map[varWrite]string{writeCreate: "create", writeUpdate: "update", writeUpsert: "set"}[mode]
@@ -598,7 +603,7 @@ func (a *Agent) apiPutProjectVar(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, err
 	}
 	name := r.PathValue("name")
-	if err := a.putProjectVar(r.Context(), project, name, []byte(*b.Value), b.flags()); err != nil {
+	if err := a.putProjectVar(r.Context(), project, name, []byte(*b.Value), b.flags); err != nil {
 		return nil, 0, err
 	}
 	a.audit.write(auditRecord{Action: "set", Scope: "project:" + project, Name: name, Socket: "admin"}, &c.peer, c.user)

@@ -80,7 +80,7 @@ const (
 	writeUpsert
 )
 
-func (a *Agent) putAccountVar(ctx context.Context, user, name string, value []byte, flags byte, mode varWrite) (fetch.Revision, error) {
+func (a *Agent) putAccountVar(ctx context.Context, user, name string, value []byte, flags func(old byte) byte, mode varWrite) (fetch.Revision, error) {
 	if err := a.checkName(name); err != nil {
 		return 0, err
 	}
@@ -104,7 +104,7 @@ func (a *Agent) putAccountVar(ctx context.Context, user, name string, value []by
 		case old != nil:
 			return fetch.Txn{
 				Conds: []fetch.Cond{{Key: key, ModRev: old.rev}},
-				Ops:   []fetch.Op{{Key: key, Value: a.sealVar(key, value, flags)}},
+				Ops:   []fetch.Op{{Key: key, Value: a.sealVar(key, value, flags(old.flags()))}},
 			}, nil
 		}
 		if count >= a.cfg.AccountVarLimit {
@@ -115,7 +115,7 @@ func (a *Agent) putAccountVar(ctx context.Context, user, name string, value []by
 		return fetch.Txn{
 			Conds: []fetch.Cond{{Key: key}, {Key: keyAcctIdx(user), ModRev: idxRev}},
 			Ops: []fetch.Op{
-				{Key: key, Value: a.sealVar(key, value, flags)},
+				{Key: key, Value: a.sealVar(key, value, flags(0))},
 				{Key: keyAcctIdx(user), Value: a.keys.Seal(nil, nil, keyAcctIdx(user))},
 			},
 		}, nil
@@ -215,7 +215,7 @@ func (a *Agent) deleteProject(ctx context.Context, name string) error {
 	return err
 }
 
-func (a *Agent) putProjectVar(ctx context.Context, project, name string, value []byte, flags byte) error {
+func (a *Agent) putProjectVar(ctx context.Context, project, name string, value []byte, flags func(old byte) byte) error {
 	if err := a.checkName(name); err != nil {
 		return err
 	}
@@ -229,12 +229,13 @@ func (a *Agent) putProjectVar(ctx context.Context, project, name string, value [
 			return fetch.Txn{}, errorf(CodeProjectNotFound, "project %s does not exist", project)
 		}
 		var rev fetch.Revision
+		var old byte
 		if v := p.vars[name]; v != nil {
-			rev = v.rev
+			rev, old = v.rev, v.flags()
 		}
 		return fetch.Txn{
 			Conds: []fetch.Cond{{Key: keyProjMeta(project), ModRev: p.metaRev}, {Key: key, ModRev: rev}},
-			Ops:   []fetch.Op{{Key: key, Value: a.sealVar(key, value, flags)}},
+			Ops:   []fetch.Op{{Key: key, Value: a.sealVar(key, value, flags(old))}},
 		}, nil
 	})
 	return err

@@ -30,10 +30,16 @@ func ask(socket string, timeout time.Duration, req wire.Request) (wire.Type, []b
 	}
 	defer unix.Close(fd)
 
-	if err := writeAll(fd, wire.AppendRequest(nil, req)); err != nil {
-		return 0, nil, unreachable("send request to", err)
+	werr := writeAll(fd, wire.AppendRequest(nil, req))
+	if werr != nil && werr != unix.EPIPE && werr != unix.ECONNRESET {
+		return 0, nil, unreachable("send request to", werr)
 	}
+	// After EPIPE, read anyway: an agent that refuses a peer before reading
+	// its request may have left an Error frame that says why.
 	typ, payload, err := wire.ReadFrame(fdReader(fd), make([]byte, 0, replyBuf))
+	if werr != nil && err != nil {
+		return 0, nil, unreachable("send request to", werr)
+	}
 	switch {
 	case err == io.EOF:
 		return 0, nil, badReply("agent closed the connection without a reply")

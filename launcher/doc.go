@@ -11,7 +11,17 @@
 //	     otherwise the program's own status, since the program replaces us
 //
 // Messages go to stderr as "envlet-exec: CODE: message" and never hold a
-// value: not a variable's, not the token's, not the secret's.
+// value: not a variable's, not the token's, not the secret's, not PATH's.
+// The codes: USAGE, TOKEN_FILE (unreadable or too long), AGENT_UNREACHABLE
+// (connect, send, or the ENVLET_TIMEOUT wait failed), BAD_REPLY (not a frame
+// of the right type), the agent's own code from an Error frame (for
+// instance WORKLOAD_UNKNOWN), OUTPUT (--get-secret could not write stdout),
+// NOT_FOUND (127) and NOT_EXECUTABLE (126).
+//
+// The environment the program gets is the launcher's own less every
+// ENVLET_* name, with the agent's entries applied in order; PROGRAM is looked
+// up on that environment's PATH, as execvp(3) does but without its /bin/sh
+// fallback for ENOEXEC, which is a 126 here.
 //
 // It must stay small and quick to start, as a container entrypoint and an
 // ExecStart= in front of every workload. So it imports only agent/wire,

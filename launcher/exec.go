@@ -21,7 +21,7 @@ func merge(environ []string, entries []wire.Entry) []string {
 	at := make(map[string]int, len(environ)+len(entries)) // name -> index in env
 	dups := false                                         // environ repeats a name
 	for _, kv := range environ {
-		if strings.HasPrefix(kv, "ENVLET_") {
+		if kv == "" || strings.HasPrefix(kv, "ENVLET_") {
 			continue
 		}
 		if name, _, ok := strings.Cut(kv, "="); ok {
@@ -81,6 +81,9 @@ func hasName(kv, name string) bool {
 // Messages name the program as given, never the PATH, which is a value.
 func execProgram(argv []string, env []string) *failure {
 	prog := argv[0]
+	if prog == "" {
+		return &failure{code: "NOT_FOUND", msg: "empty PROGRAM name", exit: exitNotFound}
+	}
 	if strings.Contains(prog, "/") {
 		return execFailure(prog, unix.Exec(prog, argv, env))
 	}
@@ -93,9 +96,6 @@ func execProgram(argv []string, env []string) *failure {
 	}
 	if !ok {
 		path = defaultPath
-	}
-	if prog == "" {
-		return execFailure(prog, unix.ENOENT)
 	}
 	var denied error
 	for dir := range strings.SplitSeq(path, ":") {

@@ -125,7 +125,8 @@ func parseArgs(args []string) (options, *failure) {
 		case "watch", "on-change":
 			return o, usageError("--" + name + " is not supported yet")
 		default:
-			return o, usageError("unknown flag " + printable(a, 64))
+			// Name the flag without what follows '=': that may be a value.
+			return o, usageError("unknown flag --" + printable(name, 64))
 		}
 		if !hasValue {
 			if i+1 == len(args) {
@@ -152,7 +153,7 @@ func parseArgs(args []string) (options, *failure) {
 // getenv returns the first NAME= in environ, as getenv(3) does.
 func getenv(environ []string, name string) string {
 	for _, kv := range environ {
-		if len(kv) > len(name) && kv[len(name)] == '=' && kv[:len(name)] == name {
+		if hasName(kv, name) {
 			return kv[len(name)+1:]
 		}
 	}

@@ -299,6 +299,16 @@ func TestExitCodes(t *testing.T) {
 		{name: "NotFoundByPath", args: []string{"/nonexistent/prog"}, code: 127,
 			reply:  func(wire.Request) []byte { return goodEnv },
 			stderr: []string{"envlet-exec: NOT_FOUND: /nonexistent/prog: no such file or directory"}},
+		{name: "NotExecutableOnPath", args: []string{"notexec"}, code: 126,
+			reply: func(wire.Request) []byte {
+				return wire.AppendEnv(nil, 1, []wire.Entry{set("PATH", filepath.Dir(notExec)), set("X", canaryValue)})
+			},
+			stderr: []string{"envlet-exec: NOT_EXECUTABLE: notexec: permission denied"}},
+		{name: "DefaultPathWhenUnset", args: []string{"sh", "-c", "exit 3"}, code: 3,
+			reply: func(wire.Request) []byte { return wire.AppendEnv(nil, 1, []wire.Entry{unset("PATH")}) }},
+		{name: "EmptyProgram", args: []string{"--", ""}, code: 127,
+			reply:  func(wire.Request) []byte { return goodEnv },
+			stderr: []string{"envlet-exec: NOT_FOUND: empty PROGRAM name"}},
 		{name: "ProgramStatus", args: []string{"sh", "-c", "exit 7"}, code: 7,
 			reply: func(wire.Request) []byte { return goodEnv }},
 		{name: "NoProgram", code: 125, reply: func(wire.Request) []byte { return goodEnv },
@@ -342,6 +352,42 @@ func TestExitCodes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An agent may refuse a peer from its credentials alone, writing an Error
+// frame and closing before it reads the request; the launcher's write then
+// fails, but the agent's reason must still reach the user.
+func TestRefusedBeforeRequest(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "el")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "w.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			c.Write(wire.AppendError(nil, "WORKLOAD_AMBIGUOUS", "2 workloads match uid 0"))
+			c.Close()
+		}
+	})
+	for range 5 { // the write races the close: either order must work
+		r := launch(t, nil, []string{"ENVLET_SOCKET=" + sock}, "/usr/bin/true")
+		if r.code != 125 || !strings.HasPrefix(r.stderr, "envlet-exec: WORKLOAD_AMBIGUOUS: ") {
+			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
 	}
 }
 
@@ -525,6 +571,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "NoProgram", args: []string{"--socket", "/s"}, bad: "missing PROGRAM"},
 		{name: "SecretAndProgram", args: []string{"--get-secret", "N", "p"}, bad: "--get-secret takes no PROGRAM"},
 		{name: "Unknown", args: []string{"--nope", "p"}, bad: "unknown flag --nope"},
+		{name: "UnknownWithValue", args: []string{"-token=" + canaryToken, "p"}, bad: "unknown flag --token ("},
 		{name: "Watch", args: []string{"--watch", "p"}, bad: "--watch is not supported yet"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bin=$PWD/bin
 dir=$(mktemp -d /tmp/envlet-demo.XXXXXX)
 say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+run() { printf '$'; printf ' %q' "${@/#$bin\//}"; printf '\n'; "$@"; }
 
 say "start the agent in -dev mode: state, key and sockets in $dir"
 exec 3< <(exec "$bin/envletd" -dev -dir "$dir" 2>"$dir/agent.log")
@@ -43,7 +43,8 @@ say "run it: envlet-exec asks the agent, then execs the program with the merged 
 export WANDB_MODE=from-image LANG=C.UTF-8
 run "$bin/envlet-exec" -- sh -c 'env | grep -E "^(DATA_BUCKET|LOG_LEVEL|HF_TOKEN|LR|SEED|WANDB_MODE|ENVLET_|LANG|PATH)=" | sort'
 
-say "change a value: the next launch gets it, without touching the agent"
+say "change a value: the running workload is now stale; the next launch gets the new value"
 run "$bin/envlet" env set LOG_LEVEL trace
+run "$bin/envlet" workload list
 run "$bin/envlet-exec" -- sh -c 'echo LOG_LEVEL=$LOG_LEVEL'
 run "$bin/envlet" workload list

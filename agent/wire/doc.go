@@ -24,8 +24,8 @@
 // is not 1 (ErrVersion), whose type is not in the table below (ErrType), whose
 // reserved bytes are not zero (ErrReserved), or whose n is larger than the
 // bound of its type (ErrTooLarge). All of this is checked from the 12 header
-// bytes, before any payload is read or any memory set aside for it; a reader
-// never holds more than n bytes for a payload.
+// bytes, before any payload is read or any memory set aside for it, and no
+// allocation for a payload is larger than its n.
 //
 // # Payload fields
 //

@@ -94,7 +94,9 @@ func EnvSize(entries []Entry) int {
 }
 
 // AppendEnv appends an Env frame of revision rev and entries to dst, in one
-// allocation at most. An unset entry is written with an empty value whatever
+// allocation at most, and in place, with none, when dst has EnvSize(entries)
+// bytes of spare capacity (the agent builds frames in locked memory that
+// way). An unset entry is written with an empty value whatever
 // its Value holds. It panics on a field too long for its prefix, or on more
 // entries than a u32 counts (see the package doc on encoding).
 func AppendEnv(dst []byte, rev uint64, entries []Entry) []byte {

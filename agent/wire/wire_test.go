@@ -157,6 +157,22 @@ func TestEnvLayout(t *testing.T) {
 	}
 }
 
+// The agent builds Env frames in locked memory it sized with EnvSize; no
+// byte of a value may land in a copy the garbage collector owns.
+func TestAppendEnvInPlace(t *testing.T) {
+	entries := []Entry{{Name: "A", Value: []byte("1")}, {Name: "B", Unset: true}}
+	buf := make([]byte, 0, EnvSize(entries))
+	allocs := testing.AllocsPerRun(10, func() {
+		out := AppendEnv(buf, 1, entries)
+		if len(out) != cap(buf) || &out[0] != &buf[:1][0] {
+			t.Fatal("AppendEnv did not write into buf")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("AppendEnv into a buffer of EnvSize allocated %v times", allocs)
+	}
+}
+
 func TestSecretChangedErrorRoundTrip(t *testing.T) {
 	all := make([]byte, 256)
 	for i := range all {
