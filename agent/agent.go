@@ -75,9 +75,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("mlockall (mlockall = true; needs CAP_IPC_LOCK): %w", err)
 		}
 	}
-	if len(a.cfg.EtcdEndpoints) > 0 {
-		return errors.New("open backend: the etcd backend is not available in this build yet")
-	}
 	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
@@ -86,9 +83,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.keys = keys
-	backend, err := fetch.OpenLocal(a.cfg.StateDir, keys)
+	backend, err := a.openBackend(keys)
 	if err != nil {
-		return fmt.Errorf("open local store: %w", err)
+		return err
 	}
 	a.backend = backend
 	defer backend.Close()
@@ -148,12 +145,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	defer daemon.SdNotify(false, daemon.SdNotifyStopping)
 
-	return runAll(ctx,
+	parts := []func(context.Context) error{
 		func(ctx context.Context) error { return a.follow(ctx, snap.Rev) },
 		func(ctx context.Context) error { return dirWatch.Run(ctx) },
 		func(ctx context.Context) error { return a.serveWorkloads(ctx, wl) },
 		func(ctx context.Context) error { return a.serveAdmin(ctx, al) },
-	)
+	}
+	return runAll(ctx, parts...)
 }
 
 // loadKeys finds the key ring: systemd's $CREDENTIALS_DIRECTORY/envlet.keyring

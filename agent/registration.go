@@ -185,6 +185,7 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 // removeWorkload drops a registration of the given source. Called with a.mu held.
 func (a *Agent) removeWorkload(id, source string) {
 	if w := a.workloads[id]; w != nil && w.source == source {
+		a.afterRemove(w)
 		w.free()
 		delete(a.workloads, id)
 	}

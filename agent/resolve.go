@@ -121,11 +121,13 @@ func (a *Agent) resolveWorkload(w *workload) {
 	}
 	frame := a.pool.Alloc(wire.EnvSize(entries))
 	wire.AppendEnv(frame.Bytes()[:0], uint64(a.model.rev), entries)
-	if w.frame == nil || !bytes.Equal(envBody(w.frame.Bytes()), envBody(frame.Bytes())) {
+	changed := w.frame == nil || !bytes.Equal(envBody(w.frame.Bytes()), envBody(frame.Bytes()))
+	if changed {
 		w.envRev = a.model.rev
 	}
 	w.frame.Free()
 	w.frame = frame
+	a.afterResolve(w, res, changed)
 }
 
 // envBody is an Env frame less its header and revision: what a workload

@@ -57,9 +57,11 @@ func (a *Agent) serveWorkload(c *net.UnixConn) {
 	case wire.TypeGetEnv:
 		a.sendEnv(c, p)
 	case wire.TypeGetSecret:
-		a.refuse(c, p, CodeUnsupported, "secrets are not served by this agent yet")
+		a.serveSecret(c, p, req)
+	case wire.TypeWatch:
+		a.serveWatch(c, p, req)
 	default:
-		a.refuse(c, p, CodeUnsupported, "watch is not served by this agent yet")
+		a.refuse(c, p, CodeBadRequest, "unexpected request type "+req.Type.String())
 	}
 }
 
