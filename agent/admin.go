@@ -35,18 +35,23 @@ func (a *Agent) serveAdmin(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          a.log.StandardLogger(nil),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			uc, ok := c.(*net.UnixConn)
-			if !ok {
+			uc := unixConnOf(c)
+			if uc == nil {
 				return ctx
 			}
-			p, err := peerOf(uc)
+			p, err := verifiedPeerOf(uc)
 			if err != nil {
 				return ctx
 			}
-			return context.WithValue(ctx, ctxKey{}, &caller{peer: p, user: a.userName(p.uid), admin: a.isAdmin(p)})
+			admin := a.isAdmin(p) // reads /proc through the pidfd, then lets it go
+			p.release()
+			return context.WithValue(ctx, ctxKey{}, &caller{peer: p, user: a.userName(p.uid), admin: admin})
 		},
 	}
 	errc := make(chan error, 1)
+	if ul, ok := l.(*net.UnixListener); ok {
+		l = &limitedListener{UnixListener: ul, lim: a.limiter("admin")}
+	}
 	go func() { errc <- srv.Serve(l) }()
 	select {
 	case err := <-errc:
@@ -69,7 +74,9 @@ func (a *Agent) adminHandler() http.Handler {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			c, _ := r.Context().Value(ctxKey{}).(*caller)
 			if c == nil {
-				writeErr(w, errorf(CodeDenied, "the caller's credentials could not be read"))
+				e := errorf(CodeDenied, "the caller's credentials could not be read")
+				a.audit.write(auditRecord{Action: "refuse", Code: e.Code, Reason: e.Message, Request: r.Method + " " + r.URL.Path, Socket: "admin"}, nil, "")
+				writeErr(w, e)
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
@@ -81,7 +88,7 @@ func (a *Agent) adminHandler() http.Handler {
 					e = &Error{Code: CodeInternal, Message: "internal error; see the agent log"}
 				}
 				if e.Code == CodeDenied {
-					a.audit.write(auditRecord{Action: "refuse", Code: e.Code, Reason: r.Method + " " + r.URL.Path, Socket: "admin"}, &c.peer, c.user)
+					a.audit.write(auditRecord{Action: "refuse", Code: e.Code, Reason: e.Message, Request: r.Method + " " + r.URL.Path, Socket: "admin"}, &c.peer, c.user)
 				}
 				writeErr(w, e)
 				return
@@ -111,6 +118,26 @@ func (a *Agent) adminHandler() http.Handler {
 	h("GET /v1/projects/{p}/env", a.apiListProjectEnv)
 	h("PUT /v1/projects/{p}/env/{name}", a.apiPutProjectVar)
 	h("DELETE /v1/projects/{p}/env/{name}", a.apiDeleteProjectVar)
+	h("PUT /v1/projects/{p}/groups", a.apiSetProjectGroups)
+	h("GET /v1/groups", a.apiListGroups)
+	h("POST /v1/groups", a.apiCreateGroup)
+	h("GET /v1/groups/{g}", a.apiGetGroup)
+	h("DELETE /v1/groups/{g}", a.apiDeleteGroup)
+	h("PUT /v1/groups/{g}/env/{name}", a.apiPutGroupVar)
+	h("DELETE /v1/groups/{g}/env/{name}", a.apiDeleteGroupVar)
+	h("POST /v1/groups/{g}/assign", a.apiAssignGroup(false))
+	h("POST /v1/groups/{g}/unassign", a.apiAssignGroup(true))
+	h("GET /v1/users/{user}/secrets", a.apiListSecrets)
+	h("GET /v1/users/{user}/secrets/{name}", a.apiGetSecret)
+	h("POST /v1/users/{user}/secrets/{name}", a.apiPutSecret(writeCreate))
+	h("PUT /v1/users/{user}/secrets/{name}", a.apiPutSecret(writeUpsert))
+	h("DELETE /v1/users/{user}/secrets/{name}", a.apiDeleteSecret)
+	h("GET /v1/projects/{p}/secrets", a.apiListSecrets)
+	h("GET /v1/projects/{p}/secrets/{name}", a.apiGetSecret)
+	h("POST /v1/projects/{p}/secrets/{name}", a.apiPutSecret(writeCreate))
+	h("PUT /v1/projects/{p}/secrets/{name}", a.apiPutSecret(writeUpsert))
+	h("DELETE /v1/projects/{p}/secrets/{name}", a.apiDeleteSecret)
+	h("POST /v1/audit/hmac", a.apiAuditHMAC)
 	h("GET /v1/workloads", a.apiListWorkloads)
 	h("POST /v1/workloads", a.apiRegisterWorkload)
 	h("DELETE /v1/workloads/{id}", a.apiDeleteWorkload)
@@ -163,14 +190,21 @@ func wantReveal(r *http.Request) bool {
 
 // varJSON is a variable as the API shows it.
 type varJSON struct {
-	Name   string `json:"name"`
-	Value  string `json:"value"`
-	Secret bool   `json:"secret"`
-	Masked bool   `json:"masked"`
+	Name       string `json:"name"`
+	Value      string `json:"value"`
+	Secret     bool   `json:"secret"`
+	Masked     bool   `json:"masked"`
+	FromSecret string `json:"from_secret,omitempty"` // the value is this secret's, resolved per workload
 }
 
 func showVar(name string, v *variable, reveal bool) varJSON {
 	out := varJSON{Name: name, Secret: v.secret()}
+	if v.fromRef() {
+		// The value depends on the workload (whose secret it takes): there
+		// is nothing to reveal here.
+		out.Value, out.Masked, out.Secret, out.FromSecret = maskText, true, true, string(v.value())
+		return out
+	}
 	if masked(name, v.secret()) && !reveal {
 		out.Value, out.Masked = maskText, true
 	} else {
@@ -214,19 +248,37 @@ func (a *Agent) apiStatus(r *http.Request, c *caller) (any, int, error) {
 			projects++
 		}
 	}
+	groups := 0
+	for _, g := range a.model.groups {
+		vars += len(g.vars)
+		if g.metaRev != 0 {
+			groups++
+		}
+	}
+	secrets := 0
+	for _, s := range a.model.userSecrets {
+		secrets += len(s)
+	}
+	for _, s := range a.model.projSecrets {
+		secrets += len(s)
+	}
 	st := a.pool.Stats()
-	return map[string]any{
-		"backend":        "local",
+	out := map[string]any{
 		"revision":       a.model.rev,
-		"stale_seconds":  0,
 		"users":          len(a.model.users),
 		"projects":       projects,
 		"variables":      vars,
+		"groups":         groups,
+		"secrets":        secrets,
 		"workloads":      len(a.workloads),
 		"uptime_seconds": int64(time.Since(a.started).Seconds()),
 		"memory_locked":  st.Locked,
 		"locked_bytes":   st.LockedBytes,
-	}, 200, nil
+	}
+	for k, v := range a.backendStatus() { // backend, connected, stale_seconds, …
+		out[k] = v
+	}
+	return out, 200, nil
 }
 
 // accountUser resolves {user} ("me" is the caller) and checks the caller
@@ -265,7 +317,7 @@ func (a *Agent) apiListAccount(r *http.Request, c *caller) (any, int, error) {
 func maskedNames(vs []varJSON) []string {
 	var out []string
 	for _, v := range vs {
-		if masked(v.Name, v.Secret) {
+		if masked(v.Name, v.Secret) && v.FromSecret == "" {
 			out = append(out, v.Name)
 		}
 	}
@@ -308,13 +360,37 @@ type varBody struct {
 }
 
 func (b *varBody) check() error {
-	if b.FromSecret != "" {
-		return errorf(CodeUnsupported, "from_secret is not supported by this agent yet")
-	}
-	if b.Value == nil {
+	switch {
+	case b.FromSecret != "" && b.Value != nil:
+		return errorf(CodeInvalidRequest, "give value or from_secret, not both")
+	case b.FromSecret != "" && !validVarName(b.FromSecret):
+		return errorf(CodeInvalidName, "from_secret is not a valid secret name (%d bytes)", len(b.FromSecret))
+	case b.FromSecret == "" && b.Value == nil:
 		return errorf(CodeInvalidRequest, "value is missing")
 	}
 	return nil
+}
+
+// record returns what the variable's record holds: the value, or for
+// from_secret the secret's name (flagFromRef; always secret), and the
+// flags function for the write.
+func (b *varBody) record() ([]byte, func(old byte) byte) {
+	if b.FromSecret != "" {
+		return []byte(b.FromSecret), func(byte) byte { return flagFromRef | flagSecret }
+	}
+	return []byte(*b.Value), b.flags
+}
+
+// auditWrite is the audit record of a variable write: the HMAC of the
+// value, or the secret it takes its value from.
+func (a *Agent) auditWrite(action, scope, name string, b *varBody, value []byte) auditRecord {
+	r := auditRecord{Action: action, Scope: scope, Name: name, Socket: "admin"}
+	if b.FromSecret != "" {
+		r.FromSecret = b.FromSecret
+	} else {
+		r.HMAC = a.audit.sum(value)
+	}
+	return r
 }
 
 // flags returns the record flags for the write, given the flags of the
@@ -343,11 +419,13 @@ func (a *Agent) apiPutAccount(mode varWrite) handler {
 			return nil, 0, err
 		}
 		name := r.PathValue("name")
-		if _, err := a.putAccountVar(r.Context(), u, name, []byte(*b.Value), b.flags, mode); err != nil {
+		value, flags := b.record()
+		defer clear(value)
+		if _, err := a.putAccountVar(r.Context(), u, name, value, flags, mode); err != nil {
 			return nil, 0, err
 		}
 		action := map[varWrite]string{writeCreate: "create", writeUpdate: "update", writeUpsert: "set"}[mode]
-		a.audit.write(auditRecord{Action: action, Scope: "user:" + u, Name: name, Socket: "admin"}, &c.peer, c.user)
+		a.audit.write(a.auditWrite(action, "user:"+u, name, &b, value), &c.peer, c.user)
 		a.mu.RLock()
 		defer a.mu.RUnlock()
 		status := 200
@@ -603,10 +681,12 @@ func (a *Agent) apiPutProjectVar(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, err
 	}
 	name := r.PathValue("name")
-	if err := a.putProjectVar(r.Context(), project, name, []byte(*b.Value), b.flags); err != nil {
+	value, flags := b.record()
+	defer clear(value)
+	if err := a.putProjectVar(r.Context(), project, name, value, flags); err != nil {
 		return nil, 0, err
 	}
-	a.audit.write(auditRecord{Action: "set", Scope: "project:" + project, Name: name, Socket: "admin"}, &c.peer, c.user)
+	a.audit.write(a.auditWrite("set", "project:"+project, name, &b, value), &c.peer, c.user)
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if p := a.model.liveProject(project); p != nil && p.vars[name] != nil {
@@ -668,7 +748,7 @@ func (a *Agent) apiListWorkloads(r *http.Request, c *caller) (any, int, error) {
 		out = append(out, workloadJSON{
 			ID: id, User: w.reg.User, Project: w.reg.Project, Match: w.reg.Match, Mount: w.reg.Mount,
 			Source: w.source, Path: w.path, Runtime: names(w.runtime), Execution: names(w.execution),
-			Revision: served, EnvRev: int64(w.envRev),
+			Revision: served, EnvRev: int64(w.envRev), TokenFile: w.tokenFile,
 			// Served once, and the env has changed since: the running
 			// program holds an old value.
 			Stale: served != 0 && served < int64(w.envRev),
@@ -691,11 +771,30 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if err != nil {
 		return nil, 0, err
 	}
+	if reg.IssuedToken != "" {
+		return nil, 0, errorf(CodeInvalidRequest, "registration %s: issued_token is set by the agent; ask for a token with \"match\": {\"token\": true}", reg.ID)
+	}
+	if reg.Match.Token {
+		// Issued here and kept in the sealed record, so the token survives
+		// a restart; the token file is written when the record applies.
+		t, err := a.newToken()
+		if err != nil {
+			return nil, 0, err
+		}
+		reg.IssuedToken = string(t.Bytes())
+		t.Free()
+	}
 	if err := a.registerWorkload(r.Context(), reg); err != nil {
 		return nil, 0, err
 	}
 	a.audit.write(auditRecord{Action: "register", Scope: "workload:" + reg.ID, Socket: "admin"}, &c.peer, c.user)
-	return map[string]string{"id": reg.ID}, 201, nil
+	reply := map[string]string{"id": reg.ID}
+	a.mu.RLock()
+	if w := a.workloads[reg.ID]; w != nil && w.tokenFile != "" {
+		reply["token_file"] = w.tokenFile
+	}
+	a.mu.RUnlock()
+	return reply, 201, nil
 }
 
 func (a *Agent) apiDeleteWorkload(r *http.Request, c *caller) (any, int, error) {
@@ -746,10 +845,30 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 	if !c.admin && user != c.user {
 		return nil, 0, errorf(CodeDenied, "%s may explain only their own workloads", c.user)
 	}
-	reveal := wantReveal(r) && c.admin
+	p := a.model.liveProject(project)
+	if !c.admin && w == nil && (p == nil || !p.isMember(c.user)) {
+		// Project variables are for members: a pair explain would show them.
+		return nil, 0, errorf(CodeDenied, "%s may explain only projects they are a member of", c.user)
+	}
+	// Who may see a masked value in clear, by layer: admins every layer;
+	// the user their own account layer; a project owner the project's.
+	canReveal := func(layer string) bool {
+		switch {
+		case !wantReveal(r):
+			return false
+		case c.admin:
+			return true
+		case layer == layerAccount:
+			return user == c.user
+		case layer == layerProject:
+			return a.projectRole(c, p) == "owner"
+		}
+		return false
+	}
 	var revealed []string
 	out := []explainJSON{}
 	for _, res := range a.resolve(a.layersFor(user, project, w), nil) {
+		reveal := canReveal(res.layer)
 		e := explainJSON{Name: res.name, Secret: res.secret, Layer: res.layer, Overrides: res.overrides, Cleared: len(res.value) == 0}
 		if e.Overrides == nil {
 			e.Overrides = []string{}

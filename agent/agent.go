@@ -31,6 +31,9 @@ type Agent struct {
 	pool     *cache.Pool
 	keys     *fetch.Keyring
 	backend  fetch.Backend
+	mirror   *fetch.Mirror // the etcd backend's last-read snapshot; nil for local
+	keyPath  string        // the key ring file, reloaded when it changes
+	reread   chan struct{} // asks follow for a full re-read (key ring reloaded)
 	audit    *auditLog
 	started  time.Time
 
@@ -47,18 +50,30 @@ type Agent struct {
 	writeMu  sync.Mutex // one admin write at a time: read, check, commit, wait
 	adminGID int        // gid of cfg.AdminGroup, -1 if there is none
 	names    sync.Map   // uid -> user name
+
+	limMu    sync.Mutex
+	limiters map[string]*connLimiter // by socket: connections held (server.go)
+
+	// Delivery (mount.go, watch.go) and what a reload changes (notify.go).
+	mounts       *mounter
+	watchers     watchSet
+	platformBufs []*cache.Buf // the platform layer's values
+	liveSettings
 }
 
 // New returns an agent for cfg; Run starts it.
 func New(cfg Config, log hclog.Logger) *Agent {
+	pool := cache.NewPool()
 	return &Agent{
 		cfg:       cfg,
 		log:       log,
 		reserved:  NewReserved(cfg.Reserved),
-		pool:      cache.NewPool(),
+		pool:      pool,
+		mounts:    newMounter(cfg.MountDir, log, pool),
 		model:     newModel(),
 		workloads: map[string]*workload{},
 		revWait:   make(chan struct{}),
+		reread:    make(chan struct{}, 1),
 		adminGID:  -1,
 		started:   time.Now(),
 	}
@@ -89,7 +104,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.backend = backend
 	defer backend.Close()
-	if a.audit, err = openAudit(a.cfg.AuditLog); err != nil {
+	if a.audit, err = openAudit(a.cfg.AuditLog, filepath.Join(a.cfg.StateDir, "audit.key"), a.pool); err != nil {
 		return err
 	}
 	defer a.audit.Close()
@@ -98,9 +113,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.setPlatform()
 
-	snap, err := backend.Snapshot(ctx)
+	snap, err := a.readStore(ctx)
 	if err != nil {
 		return fmt.Errorf("read store: %w", err)
+	}
+	if a.mirror != nil {
+		if st := a.mirror.Status(); st.FromSnapshot {
+			a.log.Warn("etcd is unavailable: serving the last-read snapshot until it answers; writes fail with BACKEND_UNAVAILABLE",
+				"revision", st.Rev, "stale_seconds", int64(time.Since(st.CurrentAt).Seconds()))
+		}
 	}
 	a.mu.Lock()
 	a.applySnapshot(snap)
@@ -119,37 +140,39 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer dirWatch.Close()
+	a.sweepMounts()
+	// Both kinds of registration are in: token files no one holds go.
+	a.mu.Lock()
+	a.sweepTokens()
+	a.mu.Unlock()
 
-	wl, err := listenUnix(a.cfg.WorkloadSocket, 0o666, -1)
+	// From systemd socket activation where it passed them, else bound here.
+	socks, err := a.openSockets()
 	if err != nil {
 		return err
 	}
-	// Every local user may manage their own account, so the admin socket is
-	// open to all by default and each request is authorised by the
-	// caller's kernel credentials; admin_socket_mode = 0660 restricts it to
-	// root and the admin group.
-	adminGID := a.adminGID
-	if a.cfg.Dev || a.cfg.AdminSocketMode&0o006 != 0 {
-		adminGID = -1
-	}
-	al, err := listenUnix(a.cfg.AdminSocket, a.cfg.AdminSocketMode, adminGID)
-	if err != nil {
-		wl.Close()
-		return err
-	}
+	hup, stopHUP := hupSignals()
+	defer stopHUP()
 
-	a.log.Info("serving", "backend", "local", "revision", snap.Rev, "workload_socket", a.cfg.WorkloadSocket, "admin_socket", a.cfg.AdminSocket, "locked_memory", a.pool.Stats().Locked)
+	a.log.Info("serving", "backend", a.backendName(), "revision", snap.Rev, "workload_socket", socks.workload.Addr().String(), "admin_socket", socks.admin.Addr().String(), "locked_memory", a.pool.Stats().Locked)
 	if a.OnReady != nil {
 		a.OnReady()
 	}
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-	defer daemon.SdNotify(false, daemon.SdNotifyStopping)
+	a.notify(daemon.SdNotifyReady)
 
 	parts := []func(context.Context) error{
 		func(ctx context.Context) error { return a.follow(ctx, snap.Rev) },
+		a.watchKeyFile,
 		func(ctx context.Context) error { return dirWatch.Run(ctx) },
-		func(ctx context.Context) error { return a.serveWorkloads(ctx, wl) },
-		func(ctx context.Context) error { return a.serveAdmin(ctx, al) },
+		func(ctx context.Context) error { return a.serveWorkloads(ctx, socks.workload) },
+		func(ctx context.Context) error { return a.serveAdmin(ctx, socks.admin) },
+		a.mounts.Run,
+		a.watchdog,
+		a.notifyStopping,
+		func(ctx context.Context) error { return a.reloadOnHUP(ctx, hup) },
+	}
+	if socks.credentials != nil {
+		parts = append(parts, func(ctx context.Context) error { return a.serveCredentials(ctx, socks.credentials) })
 	}
 	return runAll(ctx, parts...)
 }
@@ -166,6 +189,7 @@ func (a *Agent) loadKeys() (*fetch.Keyring, error) {
 			if err != nil {
 				return nil, fmt.Errorf("load key ring from credentials: %w", err)
 			}
+			a.keyPath = filepath.Join(dir, "envlet.keyring")
 			return k, nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
@@ -179,13 +203,20 @@ func (a *Agent) loadKeys() (*fetch.Keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load key ring: %w", err)
 	}
+	a.keyPath = a.cfg.KeyFile
 	return k, nil
 }
 
 func (a *Agent) setPlatform() {
+	for _, b := range a.platformBufs {
+		b.Free()
+	}
+	a.platformBufs = nil
 	l := layer{name: layerPlatform}
 	for _, d := range a.cfg.Defaults {
-		l.vars = append(l.vars, layerVar{name: d.Name, value: a.pool.Copy([]byte(d.Value)).Bytes()})
+		b := a.pool.Copy([]byte(d.Value))
+		a.platformBufs = append(a.platformBufs, b)
+		l.vars = append(l.vars, layerVar{name: d.Name, value: b.Bytes()})
 	}
 	a.platform = l
 }
@@ -208,32 +239,50 @@ func (a *Agent) applySnapshot(s fetch.Snapshot) {
 	}
 	a.setRev(s.Rev)
 	a.resolveTouched(t)
+	a.afterSnapshot()
 }
 
 // follow applies every committed batch to the model, then re-resolves the
-// workloads it touched.
+// workloads it touched. A Reset batch (the store cannot replay: etcd
+// compacted, or a reconnect after serving from the snapshot) or a reloaded
+// key ring makes it re-read the whole store; batches the re-read already
+// holds are skipped.
 func (a *Agent) follow(ctx context.Context, after fetch.Revision) error {
-	for b := range a.backend.Watch(ctx, after) {
-		a.mu.Lock()
-		if b.Reset {
-			snap, err := a.backend.Snapshot(ctx)
-			if err != nil {
-				a.mu.Unlock()
-				return fmt.Errorf("re-read store: %w", err)
+	batches := a.backend.Watch(ctx, after)
+	for {
+		select {
+		case b, ok := <-batches:
+			if !ok {
+				return ctx.Err()
 			}
-			a.applySnapshot(snap)
-			a.mu.Unlock()
-			continue
+			if !b.Reset {
+				a.mu.Lock()
+				if b.Rev > a.model.rev {
+					t := newTouched()
+					for _, ev := range b.Events {
+						a.apply(ev, t)
+					}
+					a.setRev(b.Rev)
+					a.resolveTouched(t)
+				}
+				a.mu.Unlock()
+				continue
+			}
+			a.log.Info("re-reading the whole store", "reason", "the store cannot replay the changes since the last revision", "revision", b.Rev)
+		case <-a.reread:
+			a.log.Info("re-reading the whole store", "reason", "key ring reloaded")
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		t := newTouched()
-		for _, ev := range b.Events {
-			a.apply(ev, t)
+		snap, err := a.readStore(ctx)
+		if err != nil {
+			return fmt.Errorf("re-read store: %w", err)
 		}
-		a.setRev(b.Rev)
-		a.resolveTouched(t)
+		a.mu.Lock()
+		a.applySnapshot(snap)
+		a.sweepTokens()
 		a.mu.Unlock()
 	}
-	return ctx.Err()
 }
 
 // setRev moves the model's revision and wakes writers waiting for it.

@@ -1,54 +1,181 @@
 package agent
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/envlet/envlet/agent/wire"
+	"github.com/envlet/envlet/cache"
 )
 
 // auditLog writes one JSON line per event: who changed which name in which
 // scope, which workload was served which revision, every refusal. Names
-// only, never a value.
+// only, never a value: a value written or served appears as its
+// HMAC-SHA256 under the install's audit key, so an operator who holds a
+// value can find where it went (POST /v1/audit/hmac) while the log itself
+// reveals nothing.
 type auditLog struct {
-	mu sync.Mutex
-	f  *os.File
+	mu      sync.Mutex
+	f       *os.File
+	key     *cache.Buf // the audit key, in locked memory
+	journal bool       // also send each line to journald
 }
+
+// auditKeySize is the length of the audit key: 32 random bytes.
+const auditKeySize = 32
 
 // auditRecord is one line. Fields left empty are omitted.
 type auditRecord struct {
-	Time     string `json:"time"`
-	Action   string `json:"action"` // create, update, delete, reveal, serve, refuse, register, deregister
-	UID      *int64 `json:"uid,omitempty"`
-	User     string `json:"user,omitempty"`
-	PID      int32  `json:"pid,omitempty"`
-	Scope    string `json:"scope,omitempty"` // user:alice, project:fraud, workload:train-42
-	Name     string `json:"name,omitempty"`
-	Workload string `json:"workload,omitempty"`
-	Revision int64  `json:"revision,omitempty"`
-	Code     string `json:"code,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	Socket   string `json:"socket,omitempty"`
+	Time       string            `json:"time"`
+	Action     string            `json:"action"` // create, set, update, delete, delete-all, reveal, serve, refuse, register, deregister, assign, unassign, …
+	UID        *int64            `json:"uid,omitempty"`
+	User       string            `json:"user,omitempty"`
+	PID        int32             `json:"pid,omitempty"`
+	Scope      string            `json:"scope,omitempty"` // user:alice, project:fraud, group:base, secret:user:alice, secret:project:fraud, workload:train-42
+	Name       string            `json:"name,omitempty"`
+	Workload   string            `json:"workload,omitempty"`
+	Revision   int64             `json:"revision,omitempty"`
+	FromSecret string            `json:"from_secret,omitempty"` // a variable written to take its value from this secret
+	HMAC       string            `json:"hmac,omitempty"`        // of the value written
+	HMACs      map[string]string `json:"hmacs,omitempty"`       // name -> HMAC of each value served
+	Code       string            `json:"code,omitempty"`
+	Reason     string            `json:"reason,omitempty"`
+	Request    string            `json:"request,omitempty"` // METHOD PATH of a refused admin request
+	Socket     string            `json:"socket,omitempty"`
 }
 
-func openAudit(path string) (*auditLog, error) {
+// openAudit opens the audit log at path (none when empty) and loads the
+// audit key from keyPath, creating it on first start.
+func openAudit(path, keyPath string, pool *cache.Pool) (*auditLog, error) {
+	key, err := loadAuditKey(keyPath, pool)
+	if err != nil {
+		return nil, err
+	}
+	l := &auditLog{key: key, journal: journal.Enabled()}
 	if path == "" {
-		return &auditLog{}, nil
+		return l, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		key.Free()
 		return nil, fmt.Errorf("create audit dir: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
+		key.Free()
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	return &auditLog{f: f}, nil
+	l.f = f
+	return l, nil
+}
+
+// loadAuditKey reads the 32-byte audit key, or creates it (mode 0600) when
+// the file does not exist. A key readable by group or others is refused:
+// with it anyone could test guesses against the log's HMACs.
+func loadAuditKey(path string, pool *cache.Pool) (*cache.Buf, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return createAuditKey(path, pool)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open audit key: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat audit key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("audit key %s is mode %04o; it must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
+	}
+	buf := pool.Alloc(auditKeySize)
+	if _, err := io.ReadFull(f, buf.Bytes()); err != nil || fi.Size() != auditKeySize {
+		buf.Free()
+		return nil, fmt.Errorf("audit key %s: want exactly %d bytes, it holds %d", path, auditKeySize, fi.Size())
+	}
+	return buf, nil
+}
+
+func createAuditKey(path string, pool *cache.Pool) (*cache.Buf, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create audit key dir: %w", err)
+	}
+	buf := pool.Alloc(auditKeySize)
+	if _, err := rand.Read(buf.Bytes()); err != nil {
+		buf.Free()
+		return nil, fmt.Errorf("generate audit key: %w", err)
+	}
+	// Write a temporary file and link it into place, so two agents starting
+	// at once cannot both create a key, and a crash leaves no short key.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".audit.key-*")
+	if err != nil {
+		buf.Free()
+		return nil, fmt.Errorf("create audit key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.Write(buf.Bytes())
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Link(tmp.Name(), path)
+	}
+	if errors.Is(werr, os.ErrExist) {
+		buf.Free()
+		return loadAuditKey(path, pool) // another agent won the race
+	}
+	if werr != nil {
+		buf.Free()
+		return nil, fmt.Errorf("write audit key %s: %w", path, werr)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return buf, nil
+}
+
+// sum is the hex HMAC-SHA256 of a value under the audit key.
+func (l *auditLog) sum(value []byte) string {
+	if l == nil || l.key == nil {
+		return ""
+	}
+	m := hmac.New(sha256.New, l.key.Bytes())
+	m.Write(value)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// sums is the HMAC of every value an Env frame sets, by name; unset
+// entries carry no value and are left out.
+func (l *auditLog) sums(entries []wire.Entry) map[string]string {
+	if l == nil || l.key == nil {
+		return nil
+	}
+	out := make(map[string]string, len(entries))
+	for _, e := range entries {
+		if !e.Unset {
+			out[e.Name] = l.sum(e.Value)
+		}
+	}
+	return out
 }
 
 func (l *auditLog) write(r auditRecord, p *peer, who string) {
-	if l == nil || l.f == nil {
+	if l == nil {
 		return
 	}
 	r.Time = time.Now().UTC().Format(time.RFC3339Nano)
@@ -63,6 +190,17 @@ func (l *auditLog) write(r auditRecord, p *peer, who string) {
 	if err != nil {
 		return
 	}
+	if l.journal {
+		// The whole record is the message; the action is a field of its
+		// own so `journalctl ENVLET_AUDIT_ACTION=refuse` finds refusals.
+		journal.Send(string(b), journal.PriInfo, map[string]string{
+			"SYSLOG_IDENTIFIER":   "envletd-audit",
+			"ENVLET_AUDIT_ACTION": r.Action,
+		})
+	}
+	if l.f == nil {
+		return
+	}
 	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -70,7 +208,11 @@ func (l *auditLog) write(r auditRecord, p *peer, who string) {
 }
 
 func (l *auditLog) Close() error {
-	if l == nil || l.f == nil {
+	if l == nil {
+		return nil
+	}
+	l.key.Free()
+	if l.f == nil {
 		return nil
 	}
 	return l.f.Close()

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultConfigPath is where a production agent reads its config.
@@ -29,6 +30,14 @@ type Config struct {
 	AuditLog          string
 	AdminGroup        string
 	AdminSocketMode   os.FileMode
+	TokenDir          string // workload token files (token.go)
+
+	// Bounds on what a peer can hold (server.go): connections at once on
+	// each socket, in all and per uid, and the time one workload request
+	// may take from connect to reply.
+	MaxConns       int
+	MaxConnsPerUID int
+	RequestTimeout time.Duration
 
 	LogJSON  bool
 	LogLevel string
@@ -48,6 +57,16 @@ type Config struct {
 
 	EtcdEndpoints []string
 	EtcdPrefix    string
+	// TLS to etcd: the CA of the servers' certificates (empty: the system
+	// roots) and a client certificate and key (both or neither).
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	// EtcdTimeout bounds every etcd request; past it a write fails with
+	// BACKEND_UNAVAILABLE.
+	EtcdTimeout time.Duration
+
+	// reload reads the config again as LoadConfig did (file, then flags);
+	// nil in -dev and for a Config built by hand.
+	reload func() (Config, error)
 }
 
 // Default is one platform default from the [defaults] section.
@@ -66,11 +85,16 @@ func baseConfig() Config {
 		AuditLog:          "/var/log/envlet/audit.log",
 		AdminGroup:        "envlet-admin",
 		AdminSocketMode:   0o666,
+		TokenDir:          "/run/envlet/tokens",
+		MaxConns:          1024,
+		MaxConnsPerUID:    32,
+		RequestTimeout:    5 * time.Second,
 		LogLevel:          "info",
 		MaxValueBytes:     32 << 10,
 		AccountVarLimit:   64,
 		Reserved:          DefaultReserved,
 		EtcdPrefix:        "/envlet/",
+		EtcdTimeout:       5 * time.Second,
 		DevAdminUID:       -1,
 	}
 }
@@ -87,6 +111,7 @@ func devConfig(dir string) Config {
 	c.WorkloadsDir = filepath.Join(dir, "workloads.d")
 	c.MountDir = filepath.Join(dir, "mounts")
 	c.AuditLog = filepath.Join(dir, "audit.log")
+	c.TokenDir = filepath.Join(dir, "tokens")
 	c.DevAdminUID = os.Getuid()
 	c.Defaults = []Default{{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}
 	return c
@@ -166,6 +191,9 @@ func LoadConfig(args []string, stderr io.Writer) (Config, error) {
 	}
 	if *logLevel != "" {
 		c.LogLevel = *logLevel
+	}
+	if !c.Dev {
+		c.reload = func() (Config, error) { return LoadConfig(args, io.Discard) }
 	}
 	return c, nil
 }
@@ -251,6 +279,10 @@ func (c *Config) set(k, v string) error {
 		"admin_group":        &c.AdminGroup,
 		"log_level":          &c.LogLevel,
 		"etcd_prefix":        &c.EtcdPrefix,
+		"etcd_ca_file":       &c.EtcdCAFile,
+		"etcd_cert_file":     &c.EtcdCertFile,
+		"etcd_key_file":      &c.EtcdKeyFile,
+		"token_dir":          &c.TokenDir,
 	}
 	if p, ok := str[k]; ok {
 		*p = v
@@ -276,6 +308,22 @@ func (c *Config) set(k, v string) error {
 		} else {
 			c.AccountVarLimit = n
 		}
+	case "max_conns", "max_conns_per_uid":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1<<20 {
+			return errors.New("want a whole number from 1 to 1048576")
+		}
+		if k == "max_conns" {
+			c.MaxConns = n
+		} else {
+			c.MaxConnsPerUID = n
+		}
+	case "request_timeout":
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 100*time.Millisecond || d > time.Hour {
+			return errors.New("want a duration from 100ms to 1h, such as 5s")
+		}
+		c.RequestTimeout = d
 	case "reserved":
 		c.Reserved = strings.Fields(v)
 	case "admin_socket_mode":
@@ -292,6 +340,12 @@ func (c *Config) set(k, v string) error {
 		c.MlockAll = b
 	case "etcd_endpoints":
 		c.EtcdEndpoints = strings.Fields(strings.ReplaceAll(v, ",", " "))
+	case "etcd_timeout":
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
+			return errors.New("want a duration from 100ms to 10m, such as 5s")
+		}
+		c.EtcdTimeout = d
 	default:
 		return errors.New("unknown key")
 	}

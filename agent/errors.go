@@ -24,6 +24,8 @@ const (
 	CodeProjectExists    = "PROJECT_ALREADY_EXISTS"
 	CodeWorkloadNotFound = "WORKLOAD_NOT_FOUND"
 	CodeWorkloadExists   = "WORKLOAD_ALREADY_EXISTS"
+	CodeGroupNotFound    = "GROUP_NOT_FOUND"
+	CodeGroupExists      = "GROUP_ALREADY_EXISTS"
 	CodeNotFoundGeneric  = "NOT_FOUND"
 	CodeUnavailable      = "BACKEND_UNAVAILABLE"
 	CodeInternal         = "INTERNAL"
@@ -33,6 +35,7 @@ const (
 	CodeWorkloadAmbiguous = "WORKLOAD_AMBIGUOUS"
 	CodeBadRequest        = "BAD_REQUEST"
 	CodeUnsupported       = "UNSUPPORTED"
+	CodeWatchLimit        = "WATCH_LIMIT_EXCEEDED"
 )
 
 // Error is an error with a stable code. Message must never contain a value.
@@ -64,9 +67,9 @@ func httpStatus(code string) int {
 		return http.StatusBadRequest
 	case CodeDenied:
 		return http.StatusForbidden
-	case CodeNotFound, CodeProjectNotFound, CodeWorkloadNotFound, CodeNotFoundGeneric:
+	case CodeNotFound, CodeProjectNotFound, CodeWorkloadNotFound, CodeNotFoundGeneric, CodeGroupNotFound:
 		return http.StatusNotFound
-	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists:
+	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists, CodeGroupExists:
 		return http.StatusConflict
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable

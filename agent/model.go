@@ -24,11 +24,14 @@ type variable struct {
 const (
 	flagSecret  = 1 << 0
 	flagFromRef = 1 << 1 // the value names a secret (resolved per workload)
+	flagFile    = 1 << 2 // a secret whose value is the base64 of a file's bytes
 )
 
 func (v *variable) value() []byte { return v.val.Bytes()[1:] }
 func (v *variable) flags() byte   { return v.val.Bytes()[0] }
 func (v *variable) secret() bool  { return v.flags()&flagSecret != 0 }
+func (v *variable) fromRef() bool { return v.flags()&flagFromRef != 0 }
+func (v *variable) file() bool    { return v.flags()&flagFile != 0 }
 
 type varSet map[string]*variable
 
@@ -74,25 +77,35 @@ type model struct {
 	projects  map[string]*project
 	groups    map[string]*group
 	workloads map[string]fetch.Revision // ids of API registrations (the workload itself lives in Agent.workloads)
+
+	// Secrets, by owner: a user's private ones and a project's shared ones.
+	// A secret is stored like a variable: flags (flagFile), then the value.
+	userSecrets map[string]varSet
+	projSecrets map[string]varSet
 }
 
 func newModel() *model {
 	return &model{
-		users:     map[string]*userState{},
-		projects:  map[string]*project{},
-		groups:    map[string]*group{},
-		workloads: map[string]fetch.Revision{},
+		users:       map[string]*userState{},
+		projects:    map[string]*project{},
+		groups:      map[string]*group{},
+		workloads:   map[string]fetch.Revision{},
+		userSecrets: map[string]varSet{},
+		projSecrets: map[string]varSet{},
 	}
 }
 
 // Record keys; see docs/internals.md.
-func keyAcctVar(user, name string) string { return "u/" + user + "/v/" + name }
-func keyAcctIdx(user string) string       { return "u/" + user + "/idx" }
-func keyProjMeta(p string) string         { return "p/" + p + "/meta" }
-func keyProjVar(p, name string) string    { return "p/" + p + "/v/" + name }
-func keyGroupMeta(g string) string        { return "g/" + g + "/meta" }
-func keyGroupVar(g, name string) string   { return "g/" + g + "/v/" + name }
-func keyWorkload(id string) string        { return "w/" + id }
+func keyAcctVar(user, name string) string    { return "u/" + user + "/v/" + name }
+func keyAcctIdx(user string) string          { return "u/" + user + "/idx" }
+func keyProjMeta(p string) string            { return "p/" + p + "/meta" }
+func keyProjVar(p, name string) string       { return "p/" + p + "/v/" + name }
+func keyGroupMeta(g string) string           { return "g/" + g + "/meta" }
+func keyGroupVar(g, name string) string      { return "g/" + g + "/v/" + name }
+func keyWorkload(id string) string           { return "w/" + id }
+func keyUserSecret(user, name string) string { return "s/u/" + user + "/" + name }
+func keyProjSecret(p, name string) string    { return "s/p/" + p + "/" + name }
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -222,6 +235,21 @@ func (a *Agent) apply(ev fetch.Event, t *touched) {
 		g.vars = setVar(g.vars)
 		m.dropGroupIfEmpty(parts[1])
 		t.groups[parts[1]] = true
+	case len(parts) == 4 && parts[0] == "s" && (parts[1] == "u" || parts[1] == "p"):
+		// A secret: workloads of its user, or of its project, may take
+		// a variable from it.
+		owners := m.userSecrets
+		if parts[1] == "p" {
+			owners = m.projSecrets
+			t.projects[parts[2]] = true
+		} else {
+			t.users[parts[2]] = true
+		}
+		if set := setVar(owners[parts[2]]); len(set) > 0 {
+			owners[parts[2]] = set
+		} else {
+			delete(owners, parts[2])
+		}
 	case len(parts) == 2 && parts[0] == "w":
 		id := parts[1]
 		t.workloads[id] = true
@@ -313,6 +341,12 @@ func (m *model) free() {
 	}
 	for _, g := range m.groups {
 		g.vars.free()
+	}
+	for _, s := range m.userSecrets {
+		s.free()
+	}
+	for _, s := range m.projSecrets {
+		s.free()
 	}
 }
 

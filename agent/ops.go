@@ -107,8 +107,8 @@ func (a *Agent) putAccountVar(ctx context.Context, user, name string, value []by
 				Ops:   []fetch.Op{{Key: key, Value: a.sealVar(key, value, flags(old.flags()))}},
 			}, nil
 		}
-		if count >= a.cfg.AccountVarLimit {
-			return fetch.Txn{}, errorf(CodeLimitExceeded, "%s already has %d account variables, the limit", user, a.cfg.AccountVarLimit)
+		if limit := a.accountVarLimit(); count >= limit {
+			return fetch.Txn{}, errorf(CodeLimitExceeded, "%s already has %d account variables, the limit", user, limit)
 		}
 		// The index record serialises creations, so two writers cannot both
 		// add the last allowed variable.
@@ -209,6 +209,12 @@ func (a *Agent) deleteProject(ctx context.Context, name string) error {
 		for n, v := range p.vars {
 			txn.Conds = append(txn.Conds, fetch.Cond{Key: keyProjVar(name, n), ModRev: v.rev})
 			txn.Ops = append(txn.Ops, fetch.Op{Key: keyProjVar(name, n), Delete: true})
+		}
+		// The project's secrets go with it: a project created later under
+		// the same name must not find them.
+		for n, v := range m.projSecrets[name] {
+			txn.Conds = append(txn.Conds, fetch.Cond{Key: keyProjSecret(name, n), ModRev: v.rev})
+			txn.Ops = append(txn.Ops, fetch.Op{Key: keyProjSecret(name, n), Delete: true})
 		}
 		return txn, nil
 	})

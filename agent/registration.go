@@ -23,6 +23,12 @@ type Registration struct {
 	Runtime   map[string]string `json:"runtime,omitempty"`
 	Execution map[string]string `json:"execution,omitempty"`
 	Mount     bool              `json:"mount,omitempty"`
+
+	// IssuedToken is the token the agent issued for "match": {"token":
+	// true}, kept in the sealed record of an API registration so it
+	// survives a restart. Only the agent sets it: a registration document
+	// that holds one is refused (admin API, workloads.d).
+	IssuedToken string `json:"issued_token,omitempty"`
 }
 
 // Match says how to recognise a workload's processes; every field given
@@ -93,8 +99,11 @@ func (r *Registration) check() error {
 	if m.UID == nil && m.GID == nil && m.SystemdUnit == "" && m.Cgroup == "" && m.ContainerID == "" && !m.Token {
 		return errorf(CodeInvalidRequest, "registration %s: match names nothing (want uid, gid, systemd_unit, cgroup, container_id or token)", r.ID)
 	}
-	if m.SystemdUnit != "" || m.Cgroup != "" || m.ContainerID != "" || m.Token {
-		return errorf(CodeUnsupported, "registration %s: this agent matches by uid and gid only so far", r.ID)
+	if err := m.check(r.ID); err != nil {
+		return err
+	}
+	if r.IssuedToken != "" && (!m.Token || !validToken([]byte(r.IssuedToken))) {
+		return errorf(CodeInvalidRequest, "registration %s: issued_token is malformed or without token: true", r.ID)
 	}
 	for layer, vars := range map[string]map[string]string{"runtime": r.Runtime, "execution": r.Execution} {
 		for n, v := range vars {
@@ -109,15 +118,17 @@ func (r *Registration) check() error {
 	return nil
 }
 
-// matches reports whether a peer with these credentials is this workload.
-func (m *Match) matches(p peer) bool {
-	if m.UID != nil && *m.UID != p.uid {
-		return false
+// check validates the cgroup-based fields (identity.go matches them).
+func (m *Match) check(id string) error {
+	switch {
+	case m.SystemdUnit != "" && !validMatchUnit(m.SystemdUnit):
+		return errorf(CodeInvalidRequest, "registration %s: systemd_unit must be a unit name ending in .service, .scope or .slice", id)
+	case m.Cgroup != "" && !validMatchCgroup(m.Cgroup):
+		return errorf(CodeInvalidRequest, "registration %s: cgroup must be an absolute, clean path other than / (e.g. /system.slice/train.service)", id)
+	case m.ContainerID != "" && !validMatchContainerID(m.ContainerID):
+		return errorf(CodeInvalidRequest, "registration %s: container_id must be 12 to 64 lowercase hex digits", id)
 	}
-	if m.GID != nil && *m.GID != p.gid {
-		return false
-	}
-	return true
+	return nil
 }
 
 // Workload sources.
@@ -138,6 +149,13 @@ type workload struct {
 	frame     *cache.Buf     // the encoded Env frame
 	envRev    fetch.Revision // revision at which the resolved env last changed
 	servedRev atomic.Int64   // revision last served
+
+	// hmacs maps each name set in frame to the audit HMAC of its value;
+	// replaced, never changed, when the workload is resolved again.
+	hmacs map[string]string
+
+	token     *cache.Buf // the issued token (hex), when the match asks for one
+	tokenFile string     // where it was written
 }
 
 type ownVar struct {
@@ -162,6 +180,7 @@ func (w *workload) free() {
 		v.val.Free()
 	}
 	w.frame.Free()
+	w.token.Free()
 }
 
 // putWorkload adds or replaces a registration. Called with a.mu held. A file
@@ -170,10 +189,21 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 	if old := a.workloads[r.ID]; old != nil && old.source != source {
 		return errorf(CodeWorkloadExists, "workload %s is already registered (%s)", r.ID, old.source)
 	}
-	w := &workload{source: source, runtime: a.ownVars(r.Runtime), execution: a.ownVars(r.Execution)}
+	if source == sourceFile && r.IssuedToken != "" {
+		return errorf(CodeInvalidRequest, "registration %s: issued_token is set by the agent, not in a registration file", r.ID)
+	}
+	w := &workload{source: source}
 	w.reg = *r
-	w.reg.Runtime, w.reg.Execution = nil, nil
-	if old := a.workloads[r.ID]; old != nil {
+	w.reg.Runtime, w.reg.Execution, w.reg.IssuedToken = nil, nil, ""
+	old := a.workloads[r.ID]
+	if old != nil && old.tokenFile != "" && !r.Match.Token {
+		a.revokeToken(old)
+	}
+	if err := a.setupToken(w, r.IssuedToken); err != nil {
+		return err
+	}
+	w.runtime, w.execution = a.ownVars(r.Runtime), a.ownVars(r.Execution)
+	if old != nil {
 		w.servedRev.Store(old.servedRev.Load())
 		old.free()
 	}
@@ -186,6 +216,7 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 func (a *Agent) removeWorkload(id, source string) {
 	if w := a.workloads[id]; w != nil && w.source == source {
 		a.afterRemove(w)
+		a.revokeToken(w)
 		w.free()
 		delete(a.workloads, id)
 	}

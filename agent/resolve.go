@@ -26,8 +26,9 @@ type layerVar struct {
 }
 
 type layer struct {
-	name string
-	vars []layerVar
+	name    string
+	vars    []layerVar
+	missing []string // variables from a secret that this workload cannot find (names only)
 }
 
 // resolved is the winner for one name.
@@ -52,11 +53,7 @@ func (a *Agent) layersFor(user, projectName string, w *workload) []layer {
 		ls = append(ls, l)
 	}
 	stored := func(name string, set varSet) {
-		l := layer{name: name}
-		for n, v := range set {
-			l.vars = append(l.vars, layerVar{n, v.value(), v.secret()})
-		}
-		ls = append(ls, l)
+		ls = append(ls, a.storedLayer(name, set, user, projectName))
 	}
 	if w != nil {
 		own(layerExecution, w.execution)
@@ -112,7 +109,13 @@ func (a *Agent) resolve(layers []layer, ignored func(layer, name string)) []reso
 // changes, so `workload list` can tell who runs an old value. Called with
 // a.mu held for writing.
 func (a *Agent) resolveWorkload(w *workload) {
-	res := a.resolve(a.layersFor(w.reg.User, w.reg.Project, w), func(l, name string) {
+	layers := a.layersFor(w.reg.User, w.reg.Project, w)
+	for _, l := range layers {
+		for _, name := range l.missing {
+			a.log.Warn("leaving out a variable whose secret this workload cannot read", "workload", w.reg.ID, "layer", l.name, "name", name)
+		}
+	}
+	res := a.resolve(layers, func(l, name string) {
 		a.log.Warn("ignoring a reserved name outside the platform layer", "workload", w.reg.ID, "layer", l, "name", name)
 	})
 	entries := make([]wire.Entry, len(res))
@@ -127,6 +130,7 @@ func (a *Agent) resolveWorkload(w *workload) {
 	}
 	w.frame.Free()
 	w.frame = frame
+	w.hmacs = a.audit.sums(entries)
 	a.afterResolve(w, res, changed)
 }
 

@@ -5,44 +5,95 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/envlet/envlet/agent/wire"
 )
 
-// requestTimeout bounds a whole exchange on the workload socket, so a peer
-// that connects and sends nothing cannot hold a connection.
+// requestTimeout is the default of request_timeout: it bounds a whole
+// exchange on the workload socket, so a peer that connects and sends
+// nothing cannot hold a connection.
 const requestTimeout = 5 * time.Second
 
+// CodeTooManyConnections: the peer's uid, or everyone together, holds as
+// many connections as the agent allows (max_conns_per_uid, max_conns).
+const CodeTooManyConnections = "TOO_MANY_CONNECTIONS"
+
 // serveWorkloads answers the workload protocol (agent/wire): one request per
-// connection, the peer identified by the kernel.
+// connection, the peer identified by the kernel. Every connection takes a
+// slot of the peer's uid (connLimiter) until it ends; one over the limits
+// is answered with TOO_MANY_CONNECTIONS at once and closed, so a flood from
+// one uid (each connection held at most request_timeout) cannot stop
+// others being served.
 func (a *Agent) serveWorkloads(ctx context.Context, l *net.UnixListener) error {
 	go func() { <-ctx.Done(); l.Close() }()
+	lim := a.limiter("workload")
+	var backoff time.Duration
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if d, ok := acceptBackoff(err, &backoff); ok {
+				lim.noteAcceptError(err)
+				time.Sleep(d)
 				continue
 			}
 			return fmt.Errorf("accept on workload socket: %w", err)
 		}
-		go a.serveWorkload(c)
+		backoff = 0
+		p, err := verifiedPeerOf(c)
+		if err != nil {
+			a.log.Warn("workload connection without credentials", "error", err)
+			c.Close()
+			continue
+		}
+		if msg, ok := lim.acquire(p.uid); !ok {
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			c.Write(wire.AppendError(nil, CodeTooManyConnections, msg))
+			c.Close()
+			p.release()
+			continue
+		}
+		go a.serveWorkload(c, p, lim)
 	}
 }
 
-func (a *Agent) serveWorkload(c *net.UnixConn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(requestTimeout))
-	p, err := peerOf(c)
-	if err != nil {
-		a.log.Warn("workload connection without credentials", "error", err)
-		return
+// acceptBackoff says whether an accept error is one to wait out (the
+// process or system is out of descriptors or memory, or a connection was
+// aborted before accept), and for how long: 5 ms doubling to 1 s.
+func acceptBackoff(err error, d *time.Duration) (time.Duration, bool) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return 0, true
 	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			if *d == 0 {
+				*d = 5 * time.Millisecond
+			} else if *d *= 2; *d > time.Second {
+				*d = time.Second
+			}
+			return *d, true
+		}
+	}
+	return 0, false
+}
+
+func (a *Agent) serveWorkload(c *net.UnixConn, p peer, lim *connLimiter) {
+	defer lim.release(p.uid)
+	defer p.release()
+	defer c.Close()
+	timeout := a.cfg.RequestTimeout
+	if timeout <= 0 {
+		timeout = requestTimeout
+	}
+	c.SetDeadline(time.Now().Add(timeout))
 	var buf [2048]byte
+	defer clear(buf[:]) // the token
 	t, payload, err := wire.ReadFrame(c, buf[:])
 	if err != nil {
 		a.refuse(c, p, CodeBadRequest, "read request: "+err.Error())
@@ -53,6 +104,7 @@ func (a *Agent) serveWorkload(c *net.UnixConn) {
 		a.refuse(c, p, CodeBadRequest, "decode request: "+err.Error())
 		return
 	}
+	identify(&p, req.Token)
 	switch req.Type {
 	case wire.TypeGetEnv:
 		a.sendEnv(c, p)
@@ -63,27 +115,6 @@ func (a *Agent) serveWorkload(c *net.UnixConn) {
 	default:
 		a.refuse(c, p, CodeBadRequest, "unexpected request type "+req.Type.String())
 	}
-}
-
-// match finds the one registration this peer is. Called with a.mu held.
-func (a *Agent) match(p peer) (*workload, *Error) {
-	var found *workload
-	n := 0
-	for _, w := range a.workloads {
-		if w.reg.Match.matches(p) {
-			n++
-			if found == nil || w.reg.ID < found.reg.ID {
-				found = w
-			}
-		}
-	}
-	switch n {
-	case 0:
-		return nil, errorf(CodeWorkloadUnknown, "no workload is registered for uid %d gid %d", p.uid, p.gid)
-	case 1:
-		return found, nil
-	}
-	return nil, errorf(CodeWorkloadAmbiguous, "%d workloads match uid %d gid %d; a registration must match exactly one", n, p.uid, p.gid)
 }
 
 func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
@@ -98,14 +129,14 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
 	frame := a.pool.Copy(w.frame.Bytes())
 	rev := a.model.rev
 	w.servedRev.Store(int64(rev))
-	id := w.reg.ID
+	id, hmacs := w.reg.ID, w.hmacs
 	a.mu.RUnlock()
 	defer frame.Free()
 	if _, err := c.Write(frame.Bytes()); err != nil {
 		a.log.Debug("write env", "workload", id, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Workload: id, Revision: int64(rev), Socket: "workload"}, &p, "")
+	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), HMACs: hmacs, Socket: "workload"}, &p, a.userName(p.uid))
 	a.log.Debug("served", "workload", id, "revision", rev, "pid", p.pid)
 }
 
@@ -113,5 +144,180 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
 func (a *Agent) refuse(c *net.UnixConn, p peer, code, msg string) {
 	c.Write(wire.AppendError(nil, code, msg))
 	a.log.Info("refused", "code", code, "reason", msg, "pid", p.pid, "uid", p.uid)
-	a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: msg, Socket: "workload"}, &p, "")
+	a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: msg, Socket: "workload"}, &p, a.userName(p.uid))
+}
+
+// connLimiter counts the connections a socket holds, in all and per uid.
+// A refusal is logged and audited at most once per uid per refuseEvery,
+// with the number refused since, so a flood does not flood the audit log.
+type connLimiter struct {
+	a                *Agent
+	socket           string
+	max, maxPerUID   int
+	mu               sync.Mutex
+	total            int
+	perUID           map[uint32]int
+	refused          map[uint32]*refusals
+	lastAcceptReport time.Time
+}
+
+type refusals struct {
+	last  time.Time
+	count int // refused since last
+}
+
+const refuseEvery = 10 * time.Second
+
+// limiter returns the limiter of a socket, made on first use.
+func (a *Agent) limiter(socket string) *connLimiter {
+	a.limMu.Lock()
+	defer a.limMu.Unlock()
+	if a.limiters == nil {
+		a.limiters = map[string]*connLimiter{}
+	}
+	if l := a.limiters[socket]; l != nil {
+		return l
+	}
+	l := &connLimiter{a: a, socket: socket, max: a.cfg.MaxConns, maxPerUID: a.cfg.MaxConnsPerUID,
+		perUID: map[uint32]int{}, refused: map[uint32]*refusals{}}
+	if l.max <= 0 {
+		l.max = 1024
+	}
+	if l.maxPerUID <= 0 {
+		l.maxPerUID = 32
+	}
+	a.limiters[socket] = l
+	return l
+}
+
+// acquire takes a slot for uid, or says why there is none.
+func (l *connLimiter) acquire(uid uint32) (string, bool) {
+	l.mu.Lock()
+	var msg string
+	switch {
+	case l.perUID[uid] >= l.maxPerUID:
+		msg = fmt.Sprintf("uid %d already holds %d connections to the %s socket (max_conns_per_uid)", uid, l.maxPerUID, l.socket)
+	case l.total >= l.max:
+		msg = fmt.Sprintf("the %s socket already holds %d connections (max_conns)", l.socket, l.max)
+	default:
+		l.perUID[uid]++
+		l.total++
+		l.mu.Unlock()
+		return "", true
+	}
+	now := time.Now()
+	r := l.refused[uid]
+	if r == nil {
+		r = &refusals{}
+		l.refused[uid] = r
+	}
+	r.count++
+	report := now.Sub(r.last) >= refuseEvery
+	n := r.count
+	if report {
+		r.last, r.count = now, 0
+	}
+	// Forget uids that have been quiet for a while, so the map stays small.
+	if len(l.refused) > 4096 {
+		for u, x := range l.refused {
+			if now.Sub(x.last) >= refuseEvery && x.count == 0 {
+				delete(l.refused, u)
+			}
+		}
+	}
+	l.mu.Unlock()
+	if report {
+		reason := fmt.Sprintf("%s; %d connection(s) refused (records of this uid are rate-limited to one per %s)", msg, n, refuseEvery)
+		l.a.log.Warn("connection refused", "socket", l.socket, "code", CodeTooManyConnections, "uid", uid, "refused", n)
+		l.a.audit.write(auditRecord{Action: "refuse", Code: CodeTooManyConnections, Reason: reason, Socket: l.socket}, &peer{uid: uid}, l.a.userName(uid))
+	}
+	return msg, false
+}
+
+func (l *connLimiter) release(uid uint32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.perUID[uid]--; l.perUID[uid] <= 0 {
+		delete(l.perUID, uid)
+	}
+}
+
+// held returns the connections held, in all and by uid.
+func (l *connLimiter) held() (int, map[uint32]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	by := make(map[uint32]int, len(l.perUID))
+	for u, n := range l.perUID {
+		by[u] = n
+	}
+	return l.total, by
+}
+
+// noteAcceptError logs an accept failure at most once per refuseEvery.
+func (l *connLimiter) noteAcceptError(err error) {
+	l.mu.Lock()
+	report := time.Since(l.lastAcceptReport) >= refuseEvery
+	if report {
+		l.lastAcceptReport = time.Now()
+	}
+	l.mu.Unlock()
+	if report {
+		l.a.log.Warn("accept failed; waiting before the next", "socket", l.socket, "error", err)
+	}
+}
+
+// limitedListener applies a connLimiter to the admin socket: a connection
+// over the limits gets a 503 TOO_MANY_CONNECTIONS reply and is closed.
+type limitedListener struct {
+	*net.UnixListener
+	lim *connLimiter
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return nil, err
+		}
+		p, err := peerOf(c)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		if msg, ok := l.lim.acquire(p.uid); !ok {
+			body := fmt.Sprintf(`{"error":{"code":%q,"message":%q}}`+"\n", CodeTooManyConnections, msg)
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+			c.Close()
+			continue
+		}
+		return &limitedConn{UnixConn: c, uid: p.uid, lim: l.lim}, nil
+	}
+}
+
+// limitedConn gives its slot back when closed.
+type limitedConn struct {
+	*net.UnixConn
+	uid  uint32
+	lim  *connLimiter
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.UnixConn.Close()
+	c.once.Do(func() { c.lim.release(c.uid) })
+	return err
+}
+
+// unixConnOf finds the Unix connection under a net.Conn the admin server
+// hands out.
+func unixConnOf(c net.Conn) *net.UnixConn {
+	switch x := c.(type) {
+	case *net.UnixConn:
+		return x
+	case *limitedConn:
+		return x.UnixConn
+	}
+	return nil
 }

@@ -100,8 +100,8 @@ func (a *Agent) checkValue(name string, v []byte) error {
 	if bytes.IndexByte(v, 0) >= 0 {
 		return errorf(CodeInvalidValue, "value of %s contains a NUL byte", name)
 	}
-	if len(v) > a.cfg.MaxValueBytes {
-		return errorf(CodeInvalidValue, "value of %s is %d bytes, over the limit of %d", name, len(v), a.cfg.MaxValueBytes)
+	if max := a.maxValueBytes(); len(v) > max {
+		return errorf(CodeInvalidValue, "value of %s is %d bytes, over the limit of %d", name, len(v), max)
 	}
 	return nil
 }

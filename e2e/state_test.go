@@ -147,6 +147,11 @@ func TestDevMode(t *testing.T) {
 	if env, r := a.launchEnv(otherUID, otherUID); env["OTHER_VAR"] != "x" {
 		t.Fatalf("workload in -dev: %s", r)
 	}
+	// PR_SET_DUMPABLE 0: the kernel hands the agent's /proc files to root,
+	// so the user who started it cannot read its memory either.
+	if fi, err := os.Stat(fmt.Sprintf("/proc/%d/mem", cmd.Process.Pid)); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("/proc/agent/mem is not root-owned: the agent is dumpable")
+	}
 	for _, p := range []string{"state", "keyring"} {
 		fi, err := os.Stat(filepath.Join(dir, "d", p))
 		if err != nil || fi.Mode().Perm()&0o077 != 0 {

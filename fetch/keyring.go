@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -36,8 +37,14 @@ const (
 // Keyring seals and opens values with AES-256-GCM. The first key is the
 // primary: Seal uses it. Every key opens, so a key can be rotated by putting
 // a new one first and keeping the old one until everything is resealed.
-// A Keyring is safe for concurrent use.
+// A Keyring is safe for concurrent use, and Replace swaps its keys while
+// others seal and open with it.
 type Keyring struct {
+	r atomic.Pointer[ring]
+}
+
+// ring is one immutable set of keys.
+type ring struct {
 	ids   []string
 	aeads []cipher.AEAD
 	byID  map[string]cipher.AEAD
@@ -45,7 +52,10 @@ type Keyring struct {
 
 var (
 	errSealedShort = errors.New("open sealed value: too short to be sealed")
-	errUnknownKey  = errors.New("open sealed value: sealed with a key that is not in the key ring")
+	// ErrUnknownKey reports a value sealed with a key that is not in the
+	// key ring: the ring file was not distributed to this node yet. Open's
+	// error wraps it and names the key id (ids are not secret).
+	ErrUnknownKey = errors.New("sealed with a key that is not in the key ring")
 	errAuth        = errors.New("open sealed value: authentication failed (wrong key, wrong record or tampered)")
 )
 
@@ -112,14 +122,35 @@ func KeyringFromBytes(b []byte) (*Keyring, error) {
 }
 
 // PrimaryID returns the id of the key that Seal uses.
-func (k *Keyring) PrimaryID() string { return k.ids[0] }
+func (k *Keyring) PrimaryID() string { return k.r.Load().ids[0] }
+
+// IDs returns the ids of every key, the primary first.
+func (k *Keyring) IDs() []string { return slices.Clone(k.r.Load().ids) }
+
+// Has reports whether the ring holds a key with this id.
+func (k *Keyring) Has(id string) bool { return k.r.Load().byID[id] != nil }
+
+// Replace makes k use the keys of other from now on (a reloaded key file).
+// Values sealed and opened before keep their outcome; other is not changed.
+func (k *Keyring) Replace(other *Keyring) { k.r.Store(other.r.Load()) }
+
+// SealedKeyID returns the id of the key that sealed a value made by Seal,
+// without authenticating anything; ok is false if sealed is too short to be
+// one.
+func SealedKeyID(sealed []byte) (id string, ok bool) {
+	if len(sealed) < 1 || len(sealed) < 1+int(sealed[0])+nonceSize+tagSize {
+		return "", false
+	}
+	return string(sealed[1 : 1+int(sealed[0])]), true
+}
 
 // Seal encrypts plaintext with the primary key, binding it to aad, and
 // appends the result to dst: u8 len(keyid) | keyid | 12-byte random nonce |
 // ciphertext and 16-byte tag. plaintext must not overlap dst's spare
 // capacity.
 func (k *Keyring) Seal(dst, plaintext []byte, aad string) []byte {
-	id := k.ids[0]
+	r := k.r.Load()
+	id := r.ids[0]
 	dst = slices.Grow(dst, 1+len(id)+nonceSize+len(plaintext)+tagSize)
 	dst = append(dst, byte(len(id)))
 	dst = append(dst, id...)
@@ -127,7 +158,7 @@ func (k *Keyring) Seal(dst, plaintext []byte, aad string) []byte {
 	dst = dst[:n+nonceSize]
 	nonce := dst[n:]
 	rand.Read(nonce) // never fails: it crashes the program rather than return an error
-	return k.aeads[0].Seal(dst, nonce, plaintext, aadBytes(aad))
+	return r.aeads[0].Seal(dst, nonce, plaintext, aadBytes(aad))
 }
 
 // Open decrypts a value made by Seal with the same aad and appends the
@@ -144,9 +175,9 @@ func (k *Keyring) Open(dst, sealed []byte, aad string) ([]byte, error) {
 	if len(sealed) < 1+idLen+nonceSize+tagSize {
 		return nil, errSealedShort
 	}
-	aead := k.byID[string(sealed[1:1+idLen])]
+	aead := k.r.Load().byID[string(sealed[1:1+idLen])]
 	if aead == nil {
-		return nil, errUnknownKey
+		return nil, fmt.Errorf("open sealed value: %w: %q", ErrUnknownKey, sealed[1:1+idLen])
 	}
 	nonce := sealed[1+idLen : 1+idLen+nonceSize]
 	out, err := aead.Open(dst, nonce, sealed[1+idLen+nonceSize:], aadBytes(aad))
@@ -178,7 +209,7 @@ func aadBytes(s string) []byte {
 // parseKeyring parses the key file format. Its errors name a line number,
 // never the line.
 func parseKeyring(data []byte) (*Keyring, error) {
-	k := &Keyring{byID: map[string]cipher.AEAD{}}
+	k := &ring{byID: map[string]cipher.AEAD{}}
 	firstLine := map[string]int{}
 	for lineNo := 1; len(data) > 0; lineNo++ {
 		var line []byte
@@ -210,7 +241,9 @@ func parseKeyring(data []byte) (*Keyring, error) {
 	if len(k.ids) == 0 {
 		return nil, errors.New("no keys")
 	}
-	return k, nil
+	kr := &Keyring{}
+	kr.r.Store(k)
+	return kr, nil
 }
 
 // newAEAD decodes a base64 key and makes its AES-256-GCM; the decoded key is

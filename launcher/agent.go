@@ -21,36 +21,49 @@ const replyBuf = 32 << 10
 // The socket is a raw fd rather than a net.Conn: package net would add some
 // 600 KB (40%) to the binary, for one connect, one write and a few reads.
 func ask(socket string, timeout time.Duration, req wire.Request) (wire.Type, []byte, *failure) {
+	fd, typ, payload, f := open(socket, timeout, req)
+	if f == nil {
+		unix.Close(fd)
+	}
+	return typ, payload, f
+}
+
+// open is ask that leaves the connection open for more frames (Watch) and
+// returns its fd; on failure the connection is closed.
+func open(socket string, timeout time.Duration, req wire.Request) (int, wire.Type, []byte, *failure) {
 	unreachable := func(action string, err error) *failure {
 		return &failure{code: "AGENT_UNREACHABLE", msg: action + " " + socket + ": " + sysText(err, timeout), exit: exitFailure}
 	}
 	fd, err := dial(socket, timeout)
 	if err != nil {
-		return 0, nil, unreachable("connect", err)
+		return -1, 0, nil, unreachable("connect", err)
 	}
-	defer unix.Close(fd)
+	fail := func(f *failure) (int, wire.Type, []byte, *failure) {
+		unix.Close(fd)
+		return -1, 0, nil, f
+	}
 
 	werr := writeAll(fd, wire.AppendRequest(nil, req))
 	if werr != nil && werr != unix.EPIPE && werr != unix.ECONNRESET {
-		return 0, nil, unreachable("send request to", werr)
+		return fail(unreachable("send request to", werr))
 	}
 	// After EPIPE, read anyway: an agent that refuses a peer before reading
 	// its request may have left an Error frame that says why.
 	typ, payload, err := wire.ReadFrame(fdReader(fd), make([]byte, 0, replyBuf))
 	if werr != nil && err != nil {
-		return 0, nil, unreachable("send request to", werr)
+		return fail(unreachable("send request to", werr))
 	}
 	switch {
 	case err == io.EOF:
-		return 0, nil, badReply("agent closed the connection without a reply")
+		return fail(badReply("agent closed the connection without a reply"))
 	case errors.Is(err, unix.EAGAIN):
-		return 0, nil, unreachable("receive reply from", err)
+		return fail(unreachable("receive reply from", err))
 	case err != nil:
-		return 0, nil, badReply(err.Error())
+		return fail(badReply(err.Error()))
 	case typ == wire.TypeError:
-		return 0, nil, refused(payload)
+		return fail(refused(payload))
 	}
-	return typ, payload, nil
+	return fd, typ, payload, nil
 }
 
 // dial connects a Unix stream socket to path. The timeout bounds connect (on

@@ -74,18 +74,30 @@ func hasName(kv, name string) bool {
 }
 
 // execProgram replaces the process with argv[0], looked up on the PATH of
-// env unless it holds a '/', as execvp(3) does: a candidate that does not
-// exist is skipped, one that exists but is refused (EACCES) is remembered
-// while the search goes on, and any other failure ends the search. It
-// returns only on failure: 127 when no candidate exists, 126 otherwise.
-// Messages name the program as given, never the PATH, which is a value.
+// env; it returns only on failure (see findAndRun).
 func execProgram(argv []string, env []string) *failure {
+	return findAndRun(argv, env, func(path string) error { return unix.Exec(path, argv, env) })
+}
+
+// findAndRun calls run with argv[0], or with each candidate on the PATH of
+// env unless argv[0] holds a '/', as execvp(3) searches: a candidate that
+// does not exist is skipped, one that exists but is refused (EACCES) is
+// remembered while the search goes on, and any other failure ends the
+// search. run execs in place (execProgram) or starts a child (the
+// supervisor); it returns nil once the program runs. findAndRun returns
+// nil then, and otherwise 127 when no candidate exists, 126 for anything
+// else. Messages name the program as given, never the PATH, which is a
+// value.
+func findAndRun(argv []string, env []string, run func(path string) error) *failure {
 	prog := argv[0]
 	if prog == "" {
 		return &failure{code: "NOT_FOUND", msg: "empty PROGRAM name", exit: exitNotFound}
 	}
 	if strings.Contains(prog, "/") {
-		return execFailure(prog, unix.Exec(prog, argv, env))
+		if err := run(prog); err != nil {
+			return execFailure(prog, err)
+		}
+		return nil
 	}
 	path, ok := "", false
 	for _, kv := range env {
@@ -102,8 +114,10 @@ func execProgram(argv []string, env []string) *failure {
 		if dir == "" {
 			dir = "." // an empty PATH element is the working directory
 		}
-		err := unix.Exec(dir+"/"+prog, argv, env)
+		err := run(dir + "/" + prog)
 		switch err {
+		case nil:
+			return nil
 		case unix.ENOENT, unix.ENOTDIR, unix.ENAMETOOLONG, unix.ELOOP, unix.ESTALE, unix.ENODEV, unix.ETIMEDOUT:
 			continue
 		case unix.EACCES:

@@ -22,11 +22,19 @@ const (
 )
 
 const usage = `usage: envlet-exec [--token-file F] [--socket PATH] [--] PROGRAM [ARGS...]
+       envlet-exec [--token-file F] [--socket PATH] --watch
+                   [--on-change restart|exit|signal:NAME] [--grace DURATION]
+                   [--] PROGRAM [ARGS...]
        envlet-exec [--token-file F] [--socket PATH] --get-secret NAME
 
 Asks the envlet agent for this workload's environment, applies it to the
 environment envlet-exec started with (less every ENVLET_* variable), looks
 PROGRAM up on the resulting PATH and executes it in place.
+
+With --watch, envlet-exec stays as PROGRAM's parent instead: it passes
+signals on to it, reaps every child (it may be PID 1), exits with its
+status, and when the agent says the environment changed it does what
+--on-change asks.
 
 options:
   --token-file F     send the token in file F (default $ENVLET_TOKEN_FILE;
@@ -34,6 +42,14 @@ options:
   --socket PATH      the agent's workload socket (default $ENVLET_SOCKET,
                      else /run/envlet/workload.sock)
   --get-secret NAME  print the secret NAME to stdout byte for byte and exit
+  --watch            supervise PROGRAM and follow changes (see above)
+  --on-change WHAT   on a change: restart (default) stops PROGRAM with
+                     SIGTERM, SIGKILL after the grace period, and starts it
+                     again with the new environment; exit stops it the same
+                     way and exits with its status; signal:NAME sends it
+                     signal NAME (signal:HUP) to make it re-read its config
+  --grace DURATION   from SIGTERM to SIGKILL (default 10s; 500ms, 1m, or
+                     seconds)
   -h, --help         print this help and exit
 
 environment:
@@ -41,8 +57,8 @@ environment:
   ENVLET_TIMEOUT     seconds to wait for the agent (default 10; 0 waits forever)
 
 exit status: 125 envlet-exec failed, 126 PROGRAM cannot be run, 127 PROGRAM
-not found, otherwise PROGRAM's own. Errors go to stderr as
-"envlet-exec: CODE: message".
+not found, otherwise PROGRAM's own (128+N when signal N ended it). Errors
+go to stderr as "envlet-exec: CODE: message".
 `
 
 // failure is why the launcher stops: a stable code for scripts, a message
@@ -58,8 +74,9 @@ func usageError(msg string) *failure {
 }
 
 // Main runs envlet-exec with args (without argv[0]) and environ, its own
-// environment as os.Environ returns it. It returns only on failure, with
-// 125, 126 or 127, or after --help or --get-secret, with 0; otherwise the
+// environment as os.Environ returns it. It returns on failure, with 125,
+// 126 or 127; after --help or --get-secret, with 0; and with --watch, with
+// the program's exit status once it has exited for good. Otherwise the
 // program has replaced the process.
 func Main(args []string, environ []string) int {
 	opts, f := parseArgs(args)
@@ -67,11 +84,12 @@ func Main(args []string, environ []string) int {
 		io.WriteString(os.Stdout, usage)
 		return 0
 	}
+	code := 0
 	if f == nil {
-		f = run(opts, environ)
+		code, f = run(opts, environ)
 	}
 	if f == nil {
-		return 0
+		return code
 	}
 	io.WriteString(os.Stderr, "envlet-exec: "+f.code+": "+f.msg+"\n")
 	return f.exit
@@ -84,6 +102,10 @@ type options struct {
 	getSecret bool
 	help      bool
 	argv      []string // PROGRAM and its ARGS
+
+	watch    bool          // supervise PROGRAM instead of exec
+	onChange onChange      // what a change does (--on-change; restart by default)
+	grace    time.Duration // from SIGTERM to SIGKILL on a restart or exit (--grace)
 }
 
 // parseArgs reads the flags by hand: the flag package would pull in fmt and
@@ -91,7 +113,8 @@ type options struct {
 // "--name=value". The first argument that is not a flag, or whatever follows
 // "--", is the program.
 func parseArgs(args []string) (options, *failure) {
-	var o options
+	o := options{onChange: onChange{action: restart}, grace: defaultGrace}
+	var onChangeSet, graceSet bool
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -107,23 +130,18 @@ func parseArgs(args []string) (options, *failure) {
 		if k, v, ok := strings.Cut(name, "="); ok {
 			name, value, hasValue = k, v, true
 		}
-		var dst *string
 		switch name {
-		case "h", "help":
+		case "h", "help", "watch":
 			if hasValue {
-				return o, usageError("--help takes no value")
+				return o, usageError("--" + name + " takes no value")
 			}
-			o.help = true
+			if name == "watch" {
+				o.watch = true
+			} else {
+				o.help = true
+			}
 			continue
-		case "token-file":
-			dst = &o.tokenFile
-		case "socket":
-			dst = &o.socket
-		case "get-secret":
-			dst = &o.secret
-			o.getSecret = true
-		case "watch", "on-change":
-			return o, usageError("--" + name + " is not supported yet")
+		case "token-file", "socket", "get-secret", "on-change", "grace":
 		default:
 			// Name the flag without what follows '=': that may be a value.
 			return o, usageError("unknown flag --" + printable(name, 64))
@@ -138,12 +156,35 @@ func parseArgs(args []string) (options, *failure) {
 		if value == "" {
 			return o, usageError("--" + name + " needs a non-empty value")
 		}
-		*dst = value
+		switch name {
+		case "token-file":
+			o.tokenFile = value
+		case "socket":
+			o.socket = value
+		case "get-secret":
+			o.secret, o.getSecret = value, true
+		case "on-change":
+			oc, ok := parseOnChange(value)
+			if !ok {
+				return o, usageError("--on-change must be restart, exit or signal:NAME (such as signal:HUP)")
+			}
+			o.onChange, onChangeSet = oc, true
+		case "grace":
+			d, ok := parseDuration(value)
+			if !ok {
+				return o, usageError("--grace must be a duration such as 10s, 500ms or 1m30s")
+			}
+			o.grace, graceSet = d, true
+		}
 	}
 	switch {
 	case o.help:
 	case o.getSecret && len(o.argv) > 0:
 		return o, usageError("--get-secret takes no PROGRAM")
+	case o.getSecret && o.watch:
+		return o, usageError("--get-secret and --watch do not go together")
+	case !o.watch && (onChangeSet || graceSet):
+		return o, usageError("--on-change and --grace need --watch")
 	case !o.getSecret && len(o.argv) == 0:
 		return o, usageError("missing PROGRAM")
 	}
@@ -160,85 +201,129 @@ func getenv(environ []string, name string) string {
 	return ""
 }
 
-func run(o options, environ []string) *failure {
-	socket := o.socket
-	if socket == "" {
-		socket = getenv(environ, "ENVLET_SOCKET")
+// client is how the launcher reaches the agent: the socket, the token it
+// sends, and how long it waits for a reply.
+type client struct {
+	socket  string
+	token   []byte
+	timeout time.Duration
+}
+
+func newClient(o options, environ []string) (client, *failure) {
+	c := client{socket: o.socket}
+	if c.socket == "" {
+		c.socket = getenv(environ, "ENVLET_SOCKET")
 	}
-	if socket == "" {
-		socket = defaultSocket
+	if c.socket == "" {
+		c.socket = defaultSocket
 	}
 	tokenFile := o.tokenFile
 	if tokenFile == "" {
 		tokenFile = getenv(environ, "ENVLET_TOKEN_FILE")
 	}
-	timeout, f := parseTimeout(getenv(environ, "ENVLET_TIMEOUT"))
-	if f != nil {
-		return f
+	var f *failure
+	if c.timeout, f = parseTimeout(getenv(environ, "ENVLET_TIMEOUT")); f != nil {
+		return c, f
 	}
-	token, f := readToken(tokenFile)
-	if f != nil {
-		return f
-	}
+	c.token, f = readToken(tokenFile)
+	return c, f
+}
 
-	req := wire.Request{Type: wire.TypeGetEnv, Token: token}
-	if o.getSecret {
-		req = wire.Request{Type: wire.TypeGetSecret, Token: token, Name: o.secret}
-		// Refuse locally, with the rule the agent applies, a name the agent
-		// would only refuse as a malformed frame.
-		if len(o.secret) > wire.MaxName {
-			return usageError("--get-secret: name longer than " + strconv.Itoa(wire.MaxName) + " bytes")
-		}
-		if _, err := wire.DecodeRequest(req.Type, wire.AppendRequest(nil, req)[wire.HeaderSize:]); err != nil {
-			return usageError("--get-secret: name must be non-empty and hold no '='")
-		}
+// run does what o asks and returns the exit status, with the failure to
+// report when there is one. A program that was exec'd never returns here.
+func run(o options, environ []string) (int, *failure) {
+	c, f := newClient(o, environ)
+	switch {
+	case f != nil:
+		return 0, f
+	case o.getSecret:
+		return 0, getSecret(c, o.secret)
+	case o.watch:
+		return supervise(c, o, environ)
 	}
-
-	typ, payload, f := ask(socket, timeout, req)
+	env, _, f := c.getEnv(environ)
 	if f != nil {
-		return f
+		return 0, f
 	}
-	if o.getSecret {
-		return printSecret(typ, payload)
+	return 0, execProgram(o.argv, env)
+}
+
+// getEnv asks the agent for the environment and returns it merged into
+// environ, with the revision the agent served.
+func (c client) getEnv(environ []string) ([]string, uint64, *failure) {
+	typ, payload, f := ask(c.socket, c.timeout, wire.Request{Type: wire.TypeGetEnv, Token: c.token})
+	if f != nil {
+		return nil, 0, f
 	}
+	return mergeReply(environ, typ, payload)
+}
+
+// mergeReply decodes an Env frame and merges it into environ.
+func mergeReply(environ []string, typ wire.Type, payload []byte) ([]string, uint64, *failure) {
 	if typ != wire.TypeEnv {
-		return badReply("want an Env frame, got " + typ.String())
+		return nil, 0, badReply("want an Env frame, got " + typ.String())
 	}
-	_, entries, err := wire.DecodeEnv(payload)
+	rev, entries, err := wire.DecodeEnv(payload)
 	if err != nil {
-		return badReply(err.Error())
+		return nil, 0, badReply(err.Error())
 	}
-	return execProgram(o.argv, merge(environ, entries))
+	return merge(environ, entries), rev, nil
+}
+
+func getSecret(c client, name string) *failure {
+	// Refuse locally, with the rule the agent applies, a name the agent
+	// would only refuse as a malformed frame.
+	if len(name) > wire.MaxName {
+		return usageError("--get-secret: name longer than " + strconv.Itoa(wire.MaxName) + " bytes")
+	}
+	req := wire.Request{Type: wire.TypeGetSecret, Token: c.token, Name: name}
+	if _, err := wire.DecodeRequest(req.Type, wire.AppendRequest(nil, req)[wire.HeaderSize:]); err != nil {
+		return usageError("--get-secret: name must be non-empty and hold no '='")
+	}
+	typ, payload, f := ask(c.socket, c.timeout, req)
+	if f != nil {
+		return f
+	}
+	return printSecret(typ, payload)
 }
 
 // parseTimeout reads $ENVLET_TIMEOUT: seconds, a decimal fraction allowed,
-// 0 for none. It parses by hand because strconv.ParseFloat alone would add
-// tens of kilobytes of tables to the binary.
+// 0 for none.
 func parseTimeout(s string) (time.Duration, *failure) {
 	if s == "" {
 		return defaultTimeout, nil
 	}
-	bad := usageError("ENVLET_TIMEOUT must be a number of seconds")
+	d, ok := parseSeconds(s)
+	if !ok {
+		return 0, usageError("ENVLET_TIMEOUT must be a number of seconds")
+	}
+	return d, nil
+}
+
+// parseSeconds reads a number of seconds, a decimal fraction allowed, up to
+// a year. It parses by hand because strconv.ParseFloat alone would add tens
+// of kilobytes of tables to the binary.
+func parseSeconds(s string) (time.Duration, bool) {
 	whole, frac, _ := strings.Cut(s, ".")
 	if whole == "" && frac == "" {
-		return 0, bad
+		return 0, false
 	}
 	var sec time.Duration
 	for _, c := range []byte(whole) {
 		// A year is plenty, and the bound keeps the sum below from overflowing.
 		if c < '0' || c > '9' || sec > 365*24*3600 {
-			return 0, bad
+			return 0, false
 		}
 		sec = sec*10 + time.Duration(c-'0')
 	}
 	d := sec * time.Second
 	for unit, c := time.Second/10, []byte(frac); len(c) > 0; unit, c = unit/10, c[1:] {
 		if c[0] < '0' || c[0] > '9' {
-			return 0, bad
+			return 0, false
 		}
 		d += time.Duration(c[0]-'0') * unit // digits past the nanosecond add 0
 	}
-	return d, nil
+	return d, true
 }
 
 // readToken returns the token in path, trailing whitespace trimmed, or none

@@ -25,6 +25,10 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv("ELTEST_CHILD"); mode != "" {
+		// This binary is a supervised program of a --watch test.
+		os.Exit(child(mode))
+	}
 	dir, err := os.MkdirTemp("", "el-bin")
 	if err != nil {
 		panic(err)
@@ -313,12 +317,9 @@ func TestExitCodes(t *testing.T) {
 			reply: func(wire.Request) []byte { return goodEnv }},
 		{name: "NoProgram", code: 125, reply: func(wire.Request) []byte { return goodEnv },
 			stderr: []string{"envlet-exec: USAGE: missing PROGRAM"}},
-		{name: "WatchNotYet", args: []string{"--watch", "--", "/usr/bin/true"}, code: 125,
+		{name: "OnChangeWithoutWatch", args: []string{"--on-change=restart", "/usr/bin/true"}, code: 125,
 			reply:  func(wire.Request) []byte { return goodEnv },
-			stderr: []string{"envlet-exec: USAGE: --watch is not supported yet"}},
-		{name: "OnChangeNotYet", args: []string{"--on-change=restart", "/usr/bin/true"}, code: 125,
-			reply:  func(wire.Request) []byte { return goodEnv },
-			stderr: []string{"envlet-exec: USAGE: --on-change is not supported yet"}},
+			stderr: []string{"envlet-exec: USAGE: --on-change and --grace need --watch"}},
 		{name: "UnknownFlag", args: []string{"--bogus", "/usr/bin/true"}, code: 125,
 			reply:  func(wire.Request) []byte { return goodEnv },
 			stderr: []string{"envlet-exec: USAGE: unknown flag --bogus"}},
@@ -572,7 +573,23 @@ func TestParseArgs(t *testing.T) {
 		{name: "SecretAndProgram", args: []string{"--get-secret", "N", "p"}, bad: "--get-secret takes no PROGRAM"},
 		{name: "Unknown", args: []string{"--nope", "p"}, bad: "unknown flag --nope"},
 		{name: "UnknownWithValue", args: []string{"-token=" + canaryToken, "p"}, bad: "unknown flag --token ("},
-		{name: "Watch", args: []string{"--watch", "p"}, bad: "--watch is not supported yet"},
+		{name: "Watch", args: []string{"--watch", "--on-change", "signal:hup", "--grace=1.5", "p"},
+			want: options{watch: true, onChange: onChange{action: signalOnChange, sig: unix.SIGHUP}, grace: 1500 * time.Millisecond, argv: []string{"p"}}},
+		{name: "WatchDefaults", args: []string{"--watch", "p"},
+			want: options{watch: true, onChange: onChange{action: restart}, grace: defaultGrace, argv: []string{"p"}}},
+		{name: "WatchExit", args: []string{"-watch", "-on-change=exit", "-grace", "1m30s", "p"},
+			want: options{watch: true, onChange: onChange{action: exitOnChange}, grace: 90 * time.Second, argv: []string{"p"}}},
+		{name: "WatchSigPrefix", args: []string{"--watch", "--on-change=signal:SIGUSR2", "p"},
+			want: options{watch: true, onChange: onChange{action: signalOnChange, sig: unix.SIGUSR2}, grace: defaultGrace, argv: []string{"p"}}},
+		{name: "WatchValue", args: []string{"--watch=yes", "p"}, bad: "--watch takes no value"},
+		{name: "OnChangeBad", args: []string{"--watch", "--on-change", "reload", "p"}, bad: "--on-change must be restart, exit or signal:NAME"},
+		{name: "OnChangeBadSignal", args: []string{"--watch", "--on-change", "signal:NOPE", "p"}, bad: "--on-change must be"},
+		{name: "OnChangeEmptySignal", args: []string{"--watch", "--on-change", "signal:", "p"}, bad: "--on-change must be"},
+		{name: "GraceBad", args: []string{"--watch", "--grace", "soon", "p"}, bad: "--grace must be a duration"},
+		{name: "GraceNegative", args: []string{"--watch", "--grace=-1s", "p"}, bad: "--grace must be a duration"},
+		{name: "GraceWithoutWatch", args: []string{"--grace=1s", "p"}, bad: "--on-change and --grace need --watch"},
+		{name: "WatchAndSecret", args: []string{"--watch", "--get-secret", "N"}, bad: "--get-secret and --watch do not go together"},
+		{name: "WatchNoProgram", args: []string{"--watch"}, bad: "missing PROGRAM"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, f := parseArgs(tt.args)
@@ -585,8 +602,12 @@ func TestParseArgs(t *testing.T) {
 			if f != nil {
 				t.Fatalf("failure %+v", f)
 			}
+			if tt.want.onChange.action == 0 { // a case that does not care
+				tt.want.onChange, tt.want.grace = onChange{action: restart}, defaultGrace
+			}
 			if got.socket != tt.want.socket || got.tokenFile != tt.want.tokenFile || got.secret != tt.want.secret ||
-				got.getSecret != tt.want.getSecret || got.help != tt.want.help || !slices.Equal(got.argv, tt.want.argv) {
+				got.getSecret != tt.want.getSecret || got.help != tt.want.help || !slices.Equal(got.argv, tt.want.argv) ||
+				got.watch != tt.want.watch || got.onChange != tt.want.onChange || got.grace != tt.want.grace {
 				t.Fatalf("parseArgs = %+v, want %+v", got, tt.want)
 			}
 		})

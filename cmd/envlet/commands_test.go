@@ -423,7 +423,7 @@ func TestProject(t *testing.T) {
 			name: "EnvSetSecretLast", args: []string{"project", "env", "set", "fraud", "DB", "--", "-x", "--secret"},
 			reply: varFoo,
 			// after "--" even "--secret" is a positional: too many arguments
-			errOut: "envlet: USAGE: project env set: got 4 argument(s), want P NAME VALUE\n", code: 2,
+			errOut: "envlet: USAGE: project env set: got 4 argument(s), want P NAME (VALUE | --from-secret SECRET | --value-stdin)\n", code: 2,
 		},
 		{
 			name: "EnvSetSecret", args: []string{"project", "env", "set", "--secret", "fraud", "DB", "--", "-x"},
@@ -679,9 +679,9 @@ func TestUsageErrors(t *testing.T) {
 		args   []string
 		errOut string
 	}{
-		{nil, "envlet: USAGE: missing command, one of: env, explain, project, status, whoami, workload\n"},
-		{[]string{"evn"}, "envlet: USAGE: unknown command \"evn\"; did you mean env? (one of: env, explain, project, status, whoami, workload)\n"},
-		{[]string{"completion", "bash"}, "envlet: USAGE: unknown command \"completion\" (one of: env, explain, project, status, whoami, workload)\n"},
+		{nil, "envlet: USAGE: missing command, one of: audit, env, explain, group, project, secret, status, whoami, workload\n"},
+		{[]string{"evn"}, "envlet: USAGE: unknown command \"evn\"; did you mean env? (one of: audit, env, explain, group, project, secret, status, whoami, workload)\n"},
+		{[]string{"completion", "bash"}, "envlet: USAGE: unknown command \"completion\" (one of: audit, env, explain, group, project, secret, status, whoami, workload)\n"},
 		{[]string{"--nope"}, "envlet: USAGE: unknown flag: --nope\n"},
 		{[]string{"status", "--socket"}, "envlet: USAGE: status: flag needs an argument: --socket\n"},
 	} {

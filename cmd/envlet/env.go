@@ -141,7 +141,7 @@ func (a *app) envCmd() *cobra.Command {
 			},
 		}
 		f.add(c)
-		c.Flags().StringVar(&fromSecret, "from-secret", "", "take the value from `SECRET` (one of your secrets)")
+		c.Flags().StringVar(&fromSecret, "from-secret", "", "take the value, per workload, from `SECRET` (your private secret, else the workload's project's)")
 		return c
 	}
 
@@ -168,7 +168,9 @@ func (a *app) envCmd() *cobra.Command {
 				if asJSON {
 					return printJSON(a.stdout, raw)
 				}
-				if v.Masked {
+				if v.FromSecret != "" {
+					fmt.Fprintf(a.stderr, "envlet: note: %s takes its value from secret %s when a workload starts\n", display(v.Name), display(v.FromSecret))
+				} else if v.Masked {
 					hint := "add --reveal to print its value"
 					if reveal {
 						hint = "the agent did not allow --reveal"

@@ -80,7 +80,8 @@ to workloads, over the agent's admin socket.`
 	// should not offer "envlet env [flags]" as a way to call them.
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
 		"{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
-	root.AddCommand(a.envCmd(), a.projectCmd(), a.workloadCmd(), a.explainCmd(), a.statusCmd(), a.whoamiCmd())
+	root.AddCommand(a.envCmd(), a.projectCmd(), a.groupCmd(), a.secretCmd(), a.workloadCmd(), a.explainCmd(),
+		a.statusCmd(), a.whoamiCmd(), a.auditCmd())
 	return root
 }
 

@@ -14,10 +14,11 @@ import (
 
 // variable is a variable as the API returns it (docs/admin-api.md).
 type variable struct {
-	Name   string `json:"name"`
-	Value  string `json:"value"`
-	Secret bool   `json:"secret"`
-	Masked bool   `json:"masked"`
+	Name       string `json:"name"`
+	Value      string `json:"value"`
+	Secret     bool   `json:"secret"`
+	Masked     bool   `json:"masked"`
+	FromSecret string `json:"from_secret"`
 }
 
 // printJSON writes a reply for --json: the agent's JSON, indented, every

@@ -151,8 +151,9 @@ func (a *app) projectEnvCmd() *cobra.Command {
 	cmd := group("env", "Manage a project's variables")
 
 	var f valueFlags
+	var fromSecret string
 	set := &cobra.Command{
-		Use:   "set P NAME VALUE",
+		Use:   "set P NAME (VALUE | --from-secret SECRET | --value-stdin)",
 		Short: "Create or replace a project variable (idempotent)",
 		Args:  nArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -160,18 +161,28 @@ func (a *app) projectEnvCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if v == nil {
-				return usagef(cmd, "missing VALUE (or --value-stdin)")
+			body := varBody{Value: v, Secret: f.secretFlag(cmd)}
+			switch {
+			case cmd.Flags().Changed("from-secret") && v != nil:
+				return usagef(cmd, "give one of VALUE, --value-stdin or --from-secret")
+			case cmd.Flags().Changed("from-secret"):
+				if fromSecret == "" {
+					return usagef(cmd, "--from-secret must not be empty")
+				}
+				body.FromSecret = fromSecret
+			case v == nil:
+				return usagef(cmd, "missing VALUE (or --value-stdin, --from-secret)")
 			}
 			p, err := apiPath("/v1/projects/%s/env/%s", "project", args[0], "NAME", args[1])
 			if err != nil {
 				return err
 			}
-			_, err = a.client().call(cmd.Context(), http.MethodPut, p, nil, varBody{Value: v, Secret: f.secretFlag(cmd)}, nil)
+			_, err = a.client().call(cmd.Context(), http.MethodPut, p, nil, body, nil)
 			return err
 		},
 	}
 	f.add(set)
+	set.Flags().StringVar(&fromSecret, "from-secret", "", "take the value, per workload, from `SECRET` (the workload user's private secret, else the project's)")
 
 	var reveal, asJSON bool
 	list := &cobra.Command{

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// memory reads the agents' resident and locked memory: with no workload,
+// 1,000 and 10,000 workloads of 64 variables.
+func (r *runner) memory() error {
+	type row struct {
+		name      string
+		workloads int
+		st        map[string]int64
+		status    agentStatus
+	}
+	var rows []row
+	for _, l := range []struct {
+		layout string
+		name   string
+		n      int
+	}{{"empty", "no workload", 0}, {"load1k", "1,000 workloads × 64 variables", 1000}, {"load10k", "10,000 workloads × 64 variables", 10000}} {
+		a, err := r.agent(l.layout)
+		if err != nil {
+			return err
+		}
+		// One request per workload is not needed for a fair figure: the
+		// agent holds every resolved frame from the start. A short settle
+		// lets the runtime return what the start-up parse left behind.
+		time.Sleep(200 * time.Millisecond)
+		st, err := procStatus(a.pid())
+		if err != nil {
+			return err
+		}
+		s, err := a.status()
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row{l.name, l.n, st, s})
+	}
+	base, big := rows[0], rows[len(rows)-1]
+	mid := rows[1]
+	vars := int64(big.workloads) * 64
+	perVar := float64(big.st["VmRSS"]-base.st["VmRSS"]) / float64(vars)
+	slope := float64(big.st["VmRSS"]-mid.st["VmRSS"]) / float64(int64(big.workloads-mid.workloads)*64)
+	lockedPerVar := float64(big.status.LockedBytes-base.status.LockedBytes) / float64(vars)
+	stateSize := dirSize(filepath.Join(r.work, "load10k", "workloads.d"))
+
+	var b strings.Builder
+	b.WriteString("## Memory\n\n")
+	b.WriteString("The agent's resident set (VmRSS, and its peak VmHWM) and locked memory (VmLck) from /proc/PID/status, with the cache's own count of locked bytes ")
+	b.WriteString("(`envlet status --json`: `memory_locked`, `locked_bytes`), for agents holding no workload, 1,000 and 10,000 workloads, each with 64 runtime variables of ")
+	b.WriteString("32-byte values under 11-byte names (registered as files in workloads.d; ")
+	fmt.Fprintf(&b, "the 10,000 files hold %s of JSON). ", mib(stateSize))
+	if r.loaded {
+		b.WriteString("Read after the load section has driven them. ")
+	}
+	b.WriteString("The baseline is the same agent with no workload.\n\n")
+	b.WriteString("Re-run: `scripts/bench.sh -only memory`; by hand, `grep -E 'Vm(RSS|HWM|Lck)' /proc/$(pidof envletd)/status` and `envlet status --json`.\n\n")
+	b.WriteString("| agent | VmRSS | VmHWM (peak) | VmLck | cache locked_bytes | memory_locked | RSS vs no workload |\n|---|---|---|---|---|---|---|\n")
+	for _, x := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %v | %s |\n", x.name, mib(x.st["VmRSS"]), mib(x.st["VmHWM"]), mib(x.st["VmLck"]),
+			mib(x.status.LockedBytes), x.status.MemoryLocked, ratio(float64(x.st["VmRSS"]), float64(base.st["VmRSS"])))
+	}
+	fmt.Fprintf(&b, "\nPer variable, with 10,000 × 64 = %s variables: **%.0f bytes resident** (RSS over the empty agent's), %.0f bytes between 1,000 and 10,000 workloads, "+
+		"%.0f bytes locked (the value, its copy in the workload's resolved Env frame with its name, and chunk slack). The raw data is 32 bytes of value and 11 of name.\n\n",
+		thousands(vars), perVar, slope, lockedPerVar)
+	r.rep.section(b.String())
+	ok := big.st["VmRSS"] < 64<<20
+	r.rep.goal(goalRow{
+		what: "Resident memory, 10,000 workloads × 64 variables", figure: mib(big.st["VmRSS"]) + fmt.Sprintf(" (%.0f B/variable)", perVar),
+		against: "no workload " + mib(base.st["VmRSS"]), ratio: ratio(float64(big.st["VmRSS"]), float64(base.st["VmRSS"])),
+		goal: "< 64 MiB", met: met(ok),
+	})
+	r.rep.goal(goalRow{
+		what: "Locked memory, 10,000 workloads × 64 variables", figure: mib(big.st["VmLck"]) + fmt.Sprintf(" (%.0f B/variable)", lockedPerVar),
+		against: "no workload " + mib(base.st["VmLck"]), ratio: "—", goal: "—",
+	})
+	if !ok {
+		r.rep.note("Resident memory with 10,000 workloads is %s (goal: under 64 MiB), %.0f bytes per 43-byte variable. %s", mib(big.st["VmRSS"]), perVar, memoryCause)
+	}
+	return nil
+}
+
+var memoryCause = ""
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}

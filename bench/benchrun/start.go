@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// start times an agent's start to READY (the export lines of -dev, printed
+// once the sockets are open and every registration is loaded) with no
+// workload, 1,000 and 10,000 workloads in workloads.d. Each layout's first
+// start (which creates the key ring) is not counted.
+func (r *runner) start() error {
+	type row struct {
+		name  string
+		n     int
+		times []time.Duration
+	}
+	var rows []row
+	for _, l := range []struct {
+		layout, name string
+		n            int
+	}{{"empty", "no workload", 0}, {"load1k", "1,000 workloads × 64 variables", 1000}, {"load10k", "10,000 workloads × 64 variables", 10000}} {
+		if _, err := r.agent(l.layout); err != nil {
+			return err
+		}
+		r.stopAgent(l.layout)
+		x := row{name: l.name, n: l.n}
+		for i := 0; i < r.o.startReps; i++ {
+			a, err := startAgent(bin(r.o.bin, "envletd"), filepath.Join(r.work, l.layout))
+			if err != nil {
+				return err
+			}
+			x.times = append(x.times, a.ready)
+			a.stop()
+		}
+		logf("start %s: %v", l.name, x.times)
+		rows = append(rows, x)
+	}
+	base := median(rows[0].times)
+	var b strings.Builder
+	b.WriteString("## Start\n\n")
+	b.WriteString("Time from the exec of `envletd -dev -dir DIR` to READY: the two `export` lines it prints once its sockets are open, the store is read and ")
+	b.WriteString("every registration in workloads.d is loaded and resolved (the same moment it logs `serving` and would send READY=1 to systemd). ")
+	fmt.Fprintf(&b, "Median of %d starts per row; the first start of each directory (which creates the key ring) is not counted. ", r.o.startReps)
+	b.WriteString("The baseline is the agent with no workload.\n\n")
+	b.WriteString("Re-run: `scripts/bench.sh -only start`; by hand, `time (bin/envletd -dev -dir DIR | head -2)` with the files in DIR/workloads.d.\n\n")
+	b.WriteString("| store | median | all | vs no workload | per workload |\n|---|---|---|---|---|\n")
+	for _, x := range rows {
+		m := median(x.times)
+		per := "—"
+		if x.n > 0 {
+			per = us((m - base) / time.Duration(x.n))
+		}
+		var all []string
+		for _, t := range x.times {
+			all = append(all, ms(t))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", x.name, ms(m), strings.Join(all, ", "), ratio(float64(m), float64(base)), per)
+	}
+	m1, m10 := median(rows[1].times)-base, median(rows[2].times)-base
+	growth := float64(m10) / float64(m1)
+	fmt.Fprintf(&b, "\nFrom 1,000 to 10,000 workloads the time over the empty agent's grows %.1f× for 10× the workloads", growth)
+	if growth > 20 {
+		b.WriteString(": worse than linear. " + startCause)
+		r.rep.note("Start grows worse than linearly with workloads in workloads.d (%.1f× the time for 10× the workloads; %s with 10,000). %s", growth, ms(median(rows[2].times)), startCause)
+	} else {
+		b.WriteString(".")
+	}
+	b.WriteString("\n")
+	r.rep.section(b.String())
+	r.rep.goal(goalRow{what: "Start to READY, 10,000 workloads", figure: ms(median(rows[2].times)), against: "no workload " + ms(base),
+		ratio: ratio(float64(median(rows[2].times)), float64(base)), goal: "—"})
+	return nil
+}
+
+var startCause = ""
+
+// register times registering workloads one by one through the admin API
+// (POST /v1/workloads), the way an orchestrator would, against dropping
+// files into workloads.d before a start.
+func (r *runner) register() error {
+	dir := filepath.Join(r.work, "register")
+	a, err := startAgent(bin(r.o.bin, "envletd"), dir)
+	if err != nil {
+		return err
+	}
+	defer a.stop()
+	const bucket = 100
+	var lat []time.Duration
+	began := time.Now()
+	for i := 0; i < r.o.regMax && time.Since(began) < r.o.regBudget; i++ {
+		reg := benchRegistration(i, 64, "bench")
+		t := time.Now()
+		if err := a.call("POST", "/v1/workloads", reg, nil); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(t))
+	}
+	total := time.Since(began)
+	nDone := len(lat)
+	if nDone < 2*bucket {
+		return fmt.Errorf("only %d registrations in %s", nDone, r.o.regBudget)
+	}
+	mean := func(d []time.Duration) time.Duration {
+		var s time.Duration
+		for _, x := range d {
+			s += x
+		}
+		return s / time.Duration(len(d))
+	}
+	first, last := mean(lat[:bucket]), mean(lat[nDone-bucket:])
+	// Per-registration time grows with the store (each commit rewrites the
+	// whole state file): fit t(i) = c + k·i through the two buckets and sum
+	// it to 10,000.
+	k := float64(last-first) / float64(nDone-bucket)
+	c := float64(first) - k*float64(bucket/2)
+	const target = 10000
+	est := time.Duration(c*target + k*target*target/2)
+	stateSize := int64(0)
+	if fi, err := os.Stat(filepath.Join(dir, "state", "state.enc")); err == nil {
+		stateSize = fi.Size()
+	}
+	// The file route: write the files, start, READY.
+	fileDir := filepath.Join(r.work, "register-files")
+	t := time.Now()
+	if err := writeWorkloads(fileDir, target, 64, func(int) string { return "bench" }); err != nil {
+		return err
+	}
+	fa, err := startAgent(bin(r.o.bin, "envletd"), fileDir)
+	if err != nil {
+		return err
+	}
+	fileRoute := time.Since(t)
+	fa.stop()
+	os.RemoveAll(fileDir)
+
+	var b strings.Builder
+	b.WriteString("## Registering workloads through the API\n\n")
+	b.WriteString("Workloads registered one after another with `POST /v1/workloads` (64 runtime variables each, as `envlet workload register` sends them), ")
+	fmt.Fprintf(&b, "up to %s registrations or %s, whichever comes first, against writing 10,000 registration files into workloads.d and starting the agent. ", thousands(int64(r.o.regMax)), r.o.regBudget)
+	b.WriteString("An API registration is stored (sealed) in the local store, and every write to the local store rewrites and fsyncs the whole state file, ")
+	b.WriteString("so each registration costs more than the one before.\n\n")
+	b.WriteString("Re-run: `scripts/bench.sh -only register` (`-register-max N -register-budget D`).\n\n")
+	b.WriteString("| | figure |\n|---|---|\n")
+	fmt.Fprintf(&b, "| registered through the API | %s in %s |\n", thousands(int64(nDone)), total.Round(time.Millisecond))
+	fmt.Fprintf(&b, "| mean time of registrations 1–%d | %s |\n", bucket, ms(first))
+	fmt.Fprintf(&b, "| mean time of registrations %d–%d | %s (%s the first hundred's) |\n", nDone-bucket+1, nDone, ms(last), ratio(float64(last), float64(first)))
+	fmt.Fprintf(&b, "| state file after %s registrations | %s |\n", thousands(int64(nDone)), mib(stateSize))
+	fmt.Fprintf(&b, "| 10,000 through the API, extrapolated (time per registration growing linearly) | about %s |\n", est.Round(time.Second))
+	fmt.Fprintf(&b, "| 10,000 as files in workloads.d: write them, start the agent, READY | %s |\n", fileRoute.Round(time.Millisecond))
+	fmt.Fprintf(&b, "\nFinding: registering 10,000 workloads through the API would take about %.0f× as long as dropping them into workloads.d.", float64(est)/float64(fileRoute))
+	b.WriteString(" " + registerCause + "\n")
+	r.rep.section(b.String())
+	r.rep.goal(goalRow{what: "Register 10,000 workloads through the API (extrapolated)", figure: "≈ " + est.Round(time.Second).String(),
+		against: "files in workloads.d " + fileRoute.Round(time.Millisecond).String(), ratio: ratio(float64(est), float64(fileRoute)), goal: "—"})
+	return nil
+}
+
+var registerCause = ""

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/spf13/cobra"
+)
+
+// varGroup is a variable group as the API returns it.
+type varGroup struct {
+	Name      string     `json:"name"`
+	Projects  []string   `json:"projects"`
+	Count     int        `json:"count"`
+	Variables []variable `json:"variables"`
+}
+
+func (a *app) groupCmd() *cobra.Command {
+	cmd := group("group", "Manage organization variable groups (admins)")
+	groupPath := func(g string) (string, error) { return apiPath("/v1/groups/%s", "group", g) }
+
+	create := &cobra.Command{
+		Use:   "create G",
+		Short: "Create a variable group",
+		Args:  nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := segment("group", args[0]); err != nil {
+				return err
+			}
+			_, err := a.client().call(cmd.Context(), http.MethodPost, "/v1/groups", nil, map[string]string{"name": args[0]}, nil)
+			return err
+		},
+	}
+
+	var f valueFlags
+	set := &cobra.Command{
+		Use:   "set G NAME VALUE",
+		Short: "Create or replace a group variable (idempotent)",
+		Args:  nArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.value(cmd, &f, args, 2)
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				return usagef(cmd, "missing VALUE (or --value-stdin)")
+			}
+			p, err := apiPath("/v1/groups/%s/env/%s", "group", args[0], "NAME", args[1])
+			if err != nil {
+				return err
+			}
+			_, err = a.client().call(cmd.Context(), http.MethodPut, p, nil, varBody{Value: v, Secret: f.secretFlag(cmd)}, nil)
+			return err
+		},
+	}
+	f.add(set)
+
+	unset := &cobra.Command{
+		Use:   "unset G NAME",
+		Short: "Delete a group variable; ENV_VAR_NOT_FOUND if it does not exist",
+		Args:  nArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := apiPath("/v1/groups/%s/env/%s", "group", args[0], "NAME", args[1])
+			if err != nil {
+				return err
+			}
+			_, err = a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, nil)
+			return err
+		},
+	}
+
+	assign := func(use, short, action string) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " G P…",
+			Short: short,
+			Args:  nArgs(2, -1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				p, err := apiPath("/v1/groups/%s/"+action, "group", args[0])
+				if err != nil {
+					return err
+				}
+				for _, proj := range args[1:] {
+					if _, err := segment("project", proj); err != nil {
+						return err
+					}
+				}
+				_, err = a.client().call(cmd.Context(), http.MethodPost, p, nil, map[string][]string{"projects": args[1:]}, nil)
+				return err
+			},
+		}
+	}
+
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List variable groups (admins: all; others: those of their projects)",
+		Args:  nArgs(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var gs []varGroup
+			raw, err := a.client().call(cmd.Context(), http.MethodGet, "/v1/groups", nil, nil, &gs)
+			if err != nil {
+				return err
+			}
+			if listJSON {
+				return printJSON(a.stdout, raw)
+			}
+			t := newTable(a.stdout, "NAME", "PROJECTS", "VARIABLES")
+			for _, g := range gs {
+				t.row(g.Name, joinOrDash(g.Projects), strconv.Itoa(g.Count))
+			}
+			return t.flush()
+		},
+	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print the API's JSON array of {name,projects,count}")
+
+	var showJSON, reveal bool
+	show := &cobra.Command{
+		Use:   "show G",
+		Short: "Show a group's projects and variables (NAME=VALUE lines)",
+		Args:  nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := groupPath(args[0])
+			if err != nil {
+				return err
+			}
+			var g varGroup
+			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, revealQuery(reveal), nil, &g)
+			if err != nil {
+				return err
+			}
+			if showJSON {
+				return printJSON(a.stdout, raw)
+			}
+			t := newTable(a.stdout, "name:", g.Name)
+			t.row("projects:", joinOrDash(g.Projects))
+			if err := t.flush(); err != nil {
+				return err
+			}
+			return printVars(a.stdout, g.Variables)
+		},
+	}
+	show.Flags().BoolVar(&reveal, "reveal", false, "print masked values in clear (admins only; members see them masked)")
+	show.Flags().BoolVar(&showJSON, "json", false, "print the API's JSON object {name,projects,count,variables}")
+
+	del := &cobra.Command{
+		Use:   "delete G",
+		Short: "Delete a group and its variables, and remove it from every project",
+		Args:  nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := groupPath(args[0])
+			if err != nil {
+				return err
+			}
+			_, err = a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, nil)
+			return err
+		},
+	}
+
+	cmd.AddCommand(create, set, unset,
+		assign("assign", "Add a group at the end of each project's group order", "assign"),
+		assign("unassign", "Remove a group from projects", "unassign"),
+		list, show, del)
+	return cmd
+}

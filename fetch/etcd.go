@@ -1,0 +1,429 @@
+package fetch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// EtcdConfig says how to reach an etcd cluster.
+type EtcdConfig struct {
+	// Endpoints are client URLs, http://HOST:PORT or https://HOST:PORT.
+	Endpoints []string
+	// Prefix is put before every record key: `<Prefix><record key>`.
+	Prefix string
+	// CAFile, CertFile and KeyFile are PEM files for TLS: the CA that
+	// signed the servers' certificates (empty: the system's roots), and
+	// the client's own certificate and key (both or neither).
+	CAFile, CertFile, KeyFile string
+	// Timeout bounds every request (a Snapshot page, a Commit, a probe);
+	// past it the backend reports ErrUnavailable. Default 5 s.
+	Timeout time.Duration
+	// ProbeInterval is how often the backend checks that it reaches a
+	// quorum, for Health. Default 1 s.
+	ProbeInterval time.Duration
+}
+
+// Etcd is the backend for many nodes: every agent reads and watches the same
+// etcd cluster. Record keys are stored as `<prefix><key>`, values as the
+// agent sealed them; etcd revisions are the backend's revisions, a key's
+// mod_revision its ModRev. Etcd is safe for concurrent use.
+type Etcd struct {
+	cli     *clientv3.Client
+	prefix  string
+	keys    *Keyring
+	timeout time.Duration
+
+	connected atomic.Bool
+	currentAt atomic.Int64 // unix nanos: start of the last probe that reached a quorum
+
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+var _ Backend = (*Etcd)(nil)
+
+// snapshotPage is how many records one range request of Snapshot reads.
+const snapshotPage = 1000
+
+// OpenEtcd makes a client for cfg. It does not wait for etcd: an
+// unreachable cluster shows as ErrUnavailable from the calls and as
+// Health().Connected false. keys, if not nil, guards Commit: a value that is
+// not sealed with a key of the ring is refused before it is sent, so nothing
+// in clear reaches etcd by mistake. The outcomes: an error for no
+// endpoints, a malformed endpoint, an empty prefix or unreadable TLS files;
+// else the backend.
+func OpenEtcd(cfg EtcdConfig, keys *Keyring) (*Etcd, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("open etcd: no endpoints")
+	}
+	if cfg.Prefix == "" {
+		return nil, errors.New("open etcd: empty key prefix")
+	}
+	secure := false
+	for _, ep := range cfg.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("open etcd: endpoint %q: want http://HOST:PORT or https://HOST:PORT", ep)
+		}
+		secure = secure || u.Scheme == "https"
+	}
+	var tlsCfg *tls.Config
+	if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" || secure {
+		if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+			return nil, errors.New("open etcd: a client certificate needs both etcd_cert_file and etcd_key_file")
+		}
+		info := transport.TLSInfo{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, TrustedCAFile: cfg.CAFile}
+		var err error
+		if info.Empty() && cfg.CAFile == "" {
+			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		} else if tlsCfg, err = info.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("open etcd: TLS: %w", err)
+		}
+	}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	probe := cfg.ProbeInterval
+	if probe <= 0 {
+		probe = time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		TLS:                  tlsCfg,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		PermitWithoutStream:  true,
+		Logger:               zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open etcd: %w", err)
+	}
+	e := &Etcd{cli: cli, prefix: cfg.Prefix, keys: keys, timeout: timeout, done: make(chan struct{})}
+	e.wg.Add(1)
+	go e.probeLoop(probe)
+	return e, nil
+}
+
+// Health is what a backend knows of its link to the store.
+type Health struct {
+	// Connected: the last check reached the store (for etcd: a quorum).
+	Connected bool
+	// CurrentAt is when the data was last known current (zero: never).
+	CurrentAt time.Time
+}
+
+// Health reports whether the last probe reached a quorum, and when one
+// last did.
+func (e *Etcd) Health() Health {
+	h := Health{Connected: e.connected.Load()}
+	if n := e.currentAt.Load(); n != 0 {
+		h.CurrentAt = time.Unix(0, n)
+	}
+	return h
+}
+
+// probeLoop checks, every interval, that a linearizable read goes through
+// (which needs a leader and a quorum).
+func (e *Etcd) probeLoop(interval time.Duration) {
+	defer e.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), min(e.timeout, 2*interval))
+		_, err := e.cli.Get(ctx, e.prefix, clientv3.WithCountOnly())
+		cancel()
+		if err == nil {
+			e.currentAt.Store(start.UnixNano())
+		}
+		e.connected.Store(err == nil)
+		select {
+		case <-e.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// request derives a context for one request: the caller's, bounded by the
+// timeout, and refused by a member that has no leader (so a partitioned
+// member fails fast instead of serving stale reads or queueing writes).
+func (e *Etcd) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(clientv3.WithRequireLeader(ctx), e.timeout)
+}
+
+// classify maps a client error: the caller's own cancellation stays as it
+// is; a timeout, no leader or an unreachable cluster is ErrUnavailable.
+func (e *Etcd) classify(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+	select {
+	case <-e.done:
+		return fmt.Errorf("%s: etcd backend is closed: %w", what, ErrUnavailable)
+	default:
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: etcd did not answer in %v: %w", what, e.timeout, ErrUnavailable)
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) && (ee.Code() == codes.Unavailable || ee.Code() == codes.DeadlineExceeded) {
+		return fmt.Errorf("%s: %v: %w", what, ee.Error(), ErrUnavailable)
+	}
+	if s, ok := status.FromError(err); ok && (s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded || s.Code() == codes.Canceled) {
+		return fmt.Errorf("%s: %s: %w", what, s.Message(), ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Snapshot reads every record under the prefix at one revision, in pages.
+// Its Rev is etcd's revision at the read, which may be above every ModRev
+// (etcd counts writes outside the prefix too). Unreachable, or no answer
+// within the timeout: an error that errors.Is ErrUnavailable.
+func (e *Etcd) Snapshot(ctx context.Context) (Snapshot, error) {
+	for {
+		s, err := e.snapshotOnce(ctx)
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			continue // compacted between two pages: read again
+		}
+		return s, err
+	}
+}
+
+func (e *Etcd) snapshotOnce(ctx context.Context) (Snapshot, error) {
+	var s Snapshot
+	end := clientv3.GetPrefixRangeEnd(e.prefix)
+	from := e.prefix
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(snapshotPage)}
+		if s.Rev != 0 {
+			opts = append(opts, clientv3.WithRev(int64(s.Rev)))
+		}
+		rctx, cancel := e.request(ctx)
+		resp, err := e.cli.Get(rctx, from, opts...)
+		cancel()
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return Snapshot{}, err
+		}
+		if err != nil {
+			return Snapshot{}, e.classify(ctx, "read etcd", err)
+		}
+		if s.Rev == 0 {
+			s.Rev = Revision(resp.Header.Revision)
+		}
+		for _, kv := range resp.Kvs {
+			s.KVs = append(s.KVs, KV{Key: string(kv.Key[len(e.prefix):]), Value: kv.Value, ModRev: Revision(kv.ModRevision)})
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return s, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Commit applies txn as one etcd transaction: If every condition holds
+// (ModRev n: mod_revision == n; ModRev 0: create_revision == 0, the key is
+// absent) Then every op. The outcomes:
+//
+//   - an invalid txn (an empty key, a value not sealed with a key of the
+//     ring): an error, nothing sent.
+//   - a condition does not hold: an error that errors.Is ErrConflict,
+//     nothing written.
+//   - no op: the current revision, nothing written.
+//   - etcd unreachable, without a leader, or no answer within the timeout:
+//     an error that errors.Is ErrUnavailable. If the request was not sent
+//     or etcd refused it (no leader), nothing was written; if it timed out
+//     after etcd received it, etcd may still apply it when it recovers,
+//     like any store that a client loses mid-request.
+//   - otherwise the revision of the transaction, once etcd committed it
+//     (a quorum has it on disk).
+func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
+	if len(txn.Ops) == 0 {
+		rctx, cancel := e.request(ctx)
+		defer cancel()
+		s, err := e.cli.Get(rctx, e.prefix, clientv3.WithCountOnly())
+		if err != nil {
+			return 0, e.classify(ctx, "commit", err)
+		}
+		return Revision(s.Header.Revision), nil
+	}
+	cmps := make([]clientv3.Cmp, 0, len(txn.Conds))
+	for _, c := range txn.Conds {
+		if c.Key == "" {
+			return 0, errors.New("commit: empty key in a condition")
+		}
+		k := e.prefix + c.Key
+		if c.ModRev == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", int64(c.ModRev)))
+		}
+	}
+	ops := make([]clientv3.Op, 0, len(txn.Ops))
+	for _, op := range txn.Ops {
+		if op.Key == "" {
+			return 0, errors.New("commit: empty key")
+		}
+		k := e.prefix + op.Key
+		if op.Delete {
+			ops = append(ops, clientv3.OpDelete(k))
+			continue
+		}
+		if e.keys != nil {
+			if id, ok := SealedKeyID(op.Value); !ok || !e.keys.Has(id) {
+				return 0, fmt.Errorf("commit %s: %w", op.Key, errNotSealed)
+			}
+		}
+		ops = append(ops, clientv3.OpPut(k, string(op.Value)))
+	}
+	rctx, cancel := e.request(ctx)
+	defer cancel()
+	resp, err := e.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, e.classify(ctx, "commit", err)
+	}
+	if !resp.Succeeded {
+		keys := make([]string, len(txn.Conds))
+		for i, c := range txn.Conds {
+			keys[i] = c.Key
+		}
+		return 0, fmt.Errorf("commit: a condition on %s did not hold: %w", strings.Join(keys, ", "), ErrConflict)
+	}
+	return Revision(resp.Header.Revision), nil
+}
+
+// Watch delivers every change under the prefix after `after`, one Batch per
+// etcd revision, in order. It follows etcd through reconnects and leader
+// changes: the client resumes the watch from the last revision it
+// delivered, and when etcd cancels it (no leader) Watch starts it again
+// from there. When etcd has compacted past the revision to resume from,
+// Watch sends a Reset batch at the compaction revision and goes on from it;
+// the reader re-reads the Snapshot and skips the batches it already holds.
+// The channel is closed when ctx ends or the backend is closed.
+func (e *Etcd) Watch(ctx context.Context, after Revision) <-chan Batch {
+	out := make(chan Batch, 64)
+	e.wg.Add(1)
+	go e.watch(ctx, after, out)
+	return out
+}
+
+func (e *Etcd) watch(ctx context.Context, after Revision, out chan<- Batch) {
+	defer e.wg.Done()
+	defer close(out)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-e.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	send := func(b Batch) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	next := after + 1
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := e.cli.Watch(wctx, e.prefix, clientv3.WithPrefix(), clientv3.WithRev(int64(next)))
+		for resp := range wch {
+			if resp.CompactRevision != 0 {
+				next = Revision(resp.CompactRevision)
+				if !send(Batch{Rev: next, Reset: true}) {
+					wcancel()
+					return
+				}
+				break
+			}
+			if resp.Err() != nil {
+				break
+			}
+			backoff = 100 * time.Millisecond
+			var b Batch
+			for _, ev := range resp.Events {
+				rev := Revision(ev.Kv.ModRevision)
+				if b.Rev != 0 && rev != b.Rev {
+					if !send(b) {
+						wcancel()
+						return
+					}
+					next, b = b.Rev+1, Batch{}
+				}
+				b.Rev = rev
+				b.Events = append(b.Events, Event{
+					Key:     string(ev.Kv.Key[len(e.prefix):]),
+					Value:   ev.Kv.Value,
+					ModRev:  rev,
+					Deleted: ev.Type == mvccpb.DELETE,
+				})
+			}
+			if b.Rev != 0 {
+				if !send(b) {
+					wcancel()
+					return
+				}
+				next = b.Rev + 1
+			}
+		}
+		wcancel()
+		// The watch ended without ctx ending: etcd cancelled it (no leader,
+		// compaction) or the client gave up; start again from next.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// Close stops the probe and every watch and closes the client.
+func (e *Etcd) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		close(e.done)
+		e.wg.Wait()
+		err = e.cli.Close()
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("close etcd: %w", err)
+	}
+	return nil
+}
+
+// Compact asks etcd to discard the history before rev (used by tests and
+// operators; etcd's own --auto-compaction does it in production).
+func (e *Etcd) Compact(ctx context.Context, rev Revision) error {
+	rctx, cancel := e.request(ctx)
+	defer cancel()
+	if _, err := e.cli.Compact(rctx, int64(rev), clientv3.WithCompactPhysical()); err != nil {
+		return e.classify(ctx, "compact", err)
+	}
+	return nil
+}
