@@ -27,8 +27,11 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Every benchmark, as root, into BENCHMARKS.md (under 10 minutes on 2 cores;
+# the first run also installs the peers it compares with). One section:
+# make bench BENCHFLAGS='-only load' (writes BENCHMARKS.tmp).
 bench: build
-	./scripts/bench.sh
+	./scripts/bench.sh $(BENCHFLAGS)
 
 # A short run of every fuzz target; FUZZTIME=10m for a longer one.
 FUZZTIME ?= 30s

@@ -268,7 +268,7 @@ func (a *Agent) follow(ctx context.Context, after fetch.Revision) error {
 				a.mu.Unlock()
 				continue
 			}
-			a.log.Info("re-reading the whole store", "reason", "the store cannot replay the changes since the last revision", "revision", b.Rev)
+			a.log.Info("re-reading the whole store", "reason", "asked by the store: it cannot replay the changes since our revision (etcd compacted them), or it answers again after serving from the snapshot", "revision", b.Rev)
 		case <-a.reread:
 			a.log.Info("re-reading the whole store", "reason", "key ring reloaded")
 		case <-ctx.Done():

@@ -166,9 +166,13 @@ func (l *auditLog) sums(entries []wire.Entry) map[string]string {
 		return nil
 	}
 	out := make(map[string]string, len(entries))
+	m := hmac.New(sha256.New, l.key.Bytes())
+	var sum [sha256.Size]byte
 	for _, e := range entries {
 		if !e.Unset {
-			out[e.Name] = l.sum(e.Value)
+			m.Reset() // reuses the keyed state: no key schedule per value
+			m.Write(e.Value)
+			out[e.Name] = hex.EncodeToString(m.Sum(sum[:0]))
 		}
 	}
 	return out

@@ -82,6 +82,24 @@ func (a *Agent) readStore(ctx context.Context) (fetch.Snapshot, error) {
 	}
 }
 
+// CodeKeyMissing refuses workloads while the store holds records sealed
+// with a key this node's key ring lacks (its key ring file is out of date):
+// the agent serves nothing rather than environments missing variables.
+const CodeKeyMissing = "KEY_MISSING"
+
+// missingKeys refuses to serve while records do not open for want of a
+// key; nil when every record opens.
+func (a *Agent) missingKeys() *Error {
+	if a.mirror == nil {
+		return nil
+	}
+	ids := a.mirror.MissingKeys()
+	if len(ids) == 0 {
+		return nil
+	}
+	return errorf(CodeKeyMissing, "the store holds records sealed with key %s, which this node's key ring lacks: copy the key ring file from a node that has it (the agent reloads it)", strings.Join(ids, ", "))
+}
+
 // backendStatus is the backend part of `envlet status`.
 func (a *Agent) backendStatus() map[string]any {
 	out := map[string]any{"backend": a.backendName(), "connected": true, "stale_seconds": 0}

@@ -73,7 +73,7 @@ func (a *Agent) serveCredentials(ctx context.Context, l *net.UnixListener) error
 
 func (a *Agent) serveCredential(c *net.UnixConn) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(requestTimeout))
+	c.SetDeadline(time.Now().Add(a.requestTimeout()))
 	p, err := peerOf(c)
 	if err != nil {
 		a.log.Warn("credentials connection without credentials", "error", err)

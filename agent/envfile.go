@@ -95,7 +95,7 @@ func appendJSONString(dst []byte, s []byte) ([]byte, bool) {
 // cleared names left out) into bufs sized by the caller, and the names each
 // format could not carry.
 type envFiles struct {
-	env, docker, json            []byte
+	env, docker, json             []byte
 	envSkip, dockerSkip, jsonSkip []string
 }
 

@@ -221,8 +221,8 @@ func render(vars []mountVar) envFiles {
 
 // Values the formats must carry, or refuse, exactly.
 var formatValues = []struct {
-	name, value                  string
-	env, docker, json /* carry */ bool
+	name, value string
+	env, docker, json/* carry */ bool
 }{
 	{"Plain", "plain", true, true, true},
 	{"Spaces", "with  inner spaces", true, true, true},

@@ -106,6 +106,8 @@ type mounter struct {
 	queue   []string // ids of pending, in the order they were first queued
 	wake    chan struct{}
 	done    bool
+
+	jobDone chan string // tests: the id of each job done
 }
 
 func newMounter(dir string, log hclog.Logger, pool *cache.Pool) *mounter {
@@ -190,6 +192,9 @@ func (m *mounter) Run(ctx context.Context) error {
 
 func (m *mounter) do(j *mountJob) {
 	defer j.free()
+	if m.jobDone != nil {
+		defer func() { m.jobDone <- j.id }()
+	}
 	start := time.Now()
 	switch {
 	case j.id == "":

@@ -252,30 +252,43 @@ func (a *Agent) Reload() error {
 }
 
 // restartKeys names the settings that differ between two configs and that
-// a reload does not apply.
+// a reload does not apply: every field of Config but the reloaded ones, so
+// a setting added later is covered too. Names are the config keys as far
+// as the field names give them (StateDir: state_dir).
 func restartKeys(cur, next Config) []string {
+	reloaded := map[string]bool{"Defaults": true, "LogLevel": true, "MaxValueBytes": true, "AccountVarLimit": true,
+		"Dev": true, "DevAdminUID": true}
 	var out []string
-	diff := func(key string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			out = append(out, key)
+	cv, nv := reflect.ValueOf(cur), reflect.ValueOf(next)
+	for i := 0; i < cv.NumField(); i++ {
+		f := cv.Type().Field(i)
+		if !f.IsExported() || reloaded[f.Name] {
+			continue
+		}
+		if !reflect.DeepEqual(cv.Field(i).Interface(), nv.Field(i).Interface()) {
+			out = append(out, snakeCase(f.Name))
 		}
 	}
-	diff("state_dir", cur.StateDir, next.StateDir)
-	diff("key_file", cur.KeyFile, next.KeyFile)
-	diff("workload_socket", cur.WorkloadSocket, next.WorkloadSocket)
-	diff("admin_socket", cur.AdminSocket, next.AdminSocket)
-	diff("credentials_socket", cur.CredentialsSocket, next.CredentialsSocket)
-	diff("workloads_dir", cur.WorkloadsDir, next.WorkloadsDir)
-	diff("mount_dir", cur.MountDir, next.MountDir)
-	diff("audit_log", cur.AuditLog, next.AuditLog)
-	diff("admin_group", cur.AdminGroup, next.AdminGroup)
-	diff("admin_socket_mode", cur.AdminSocketMode, next.AdminSocketMode)
-	diff("log_format", cur.LogJSON, next.LogJSON)
-	diff("reserved", cur.Reserved, next.Reserved)
-	diff("mlockall", cur.MlockAll, next.MlockAll)
-	diff("etcd_endpoints", cur.EtcdEndpoints, next.EtcdEndpoints)
-	diff("etcd_prefix", cur.EtcdPrefix, next.EtcdPrefix)
 	return out
+}
+
+// snakeCase turns a Go field name into a config key: StateDir -> state_dir,
+// LogJSON -> log_json, MaxConnsPerUID -> max_conns_per_uid.
+func snakeCase(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			// A new word starts at an upper-case letter that follows a
+			// lower-case one, or that precedes one (the end of an acronym).
+			if i > 0 && (s[i-1] >= 'a' && s[i-1] <= 'z' || i+1 < len(s) && s[i+1] >= 'a' && s[i+1] <= 'z' && s[i-1] >= 'A' && s[i-1] <= 'Z') {
+				b = append(b, '_')
+			}
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // The settings a reload may change while requests run.

@@ -130,7 +130,9 @@ func (a *Agent) resolveWorkload(w *workload) {
 	}
 	w.frame.Free()
 	w.frame = frame
-	w.hmacs = a.audit.sums(entries)
+	if changed || w.hmacs == nil {
+		w.hmacs = a.audit.sums(entries)
+	}
 	a.afterResolve(w, res, changed)
 }
 

@@ -70,7 +70,8 @@ func checkSecret(name string, value []byte, file bool) error {
 		return errorf(CodeSecretTooLarge, "secret %s is %d characters, over the limit of %d", name, n, maxSecretChars)
 	}
 	if file {
-		if _, err := base64.StdEncoding.Strict().DecodeString(string(value)); err != nil {
+		// The decoder skips line breaks; the stored form has none.
+		if _, err := base64.StdEncoding.Strict().DecodeString(string(value)); err != nil || bytes.ContainsAny(value, "\r\n") {
 			return errorf(CodeInvalidValue, "value of file secret %s is not standard padded base64", name)
 		}
 	}

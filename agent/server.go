@@ -84,7 +84,12 @@ func acceptBackoff(err error, d *time.Duration) (time.Duration, bool) {
 }
 
 func (a *Agent) serveWorkload(c *net.UnixConn, p peer, lim *connLimiter) {
-	defer lim.release(p.uid)
+	slot := true // a Watch gives its slot back once it is set up
+	defer func() {
+		if slot {
+			lim.release(p.uid)
+		}
+	}()
 	defer p.release()
 	defer c.Close()
 	timeout := a.cfg.RequestTimeout
@@ -105,13 +110,17 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, lim *connLimiter) {
 		return
 	}
 	identify(&p, req.Token)
+	if e := a.missingKeys(); e != nil {
+		a.refuse(c, p, e.Code, e.Message)
+		return
+	}
 	switch req.Type {
 	case wire.TypeGetEnv:
 		a.sendEnv(c, p)
 	case wire.TypeGetSecret:
 		a.serveSecret(c, p, req)
 	case wire.TypeWatch:
-		a.serveWatch(c, p, req)
+		a.serveWatch(c, p, req, func() { slot = false; lim.release(p.uid) })
 	default:
 		a.refuse(c, p, CodeBadRequest, "unexpected request type "+req.Type.String())
 	}

@@ -99,6 +99,14 @@ func (s *watchSet) ids() []string {
 	return out
 }
 
+// requestTimeout bounds one exchange on a socket (request_timeout).
+func (a *Agent) requestTimeout() time.Duration {
+	if a.cfg.RequestTimeout > 0 {
+		return a.cfg.RequestTimeout
+	}
+	return requestTimeout
+}
+
 // count returns how many watchers id has.
 func (s *watchSet) count(id string) int {
 	s.mu.Lock()
@@ -121,8 +129,12 @@ func (s *watchSet) closeAll() {
 
 // serveWatch answers Watch: the env now, then Changed on every change of
 // the workload's environment, until either side closes. The connection is
-// not bound by the request deadline; each write is.
-func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request) {
+// not bound by the request deadline (each write is), and once set up it
+// gives back its slot of max_conns_per_uid through freeSlot: watches are
+// bounded per workload instead (maxWatchers), and the GetEnv every watching
+// launcher sends after a Changed must not be refused because its uid's
+// watches hold the slots.
+func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot func()) {
 	a.mu.RLock()
 	w, e := a.match(p)
 	if e != nil {
@@ -154,6 +166,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request) {
 	a.log.Debug("watching", "workload", id, "revision", rev, "pid", p.pid)
 
 	c.SetDeadline(time.Time{})
+	freeSlot()
 	// A launcher sends nothing after Watch; a read that returns means it
 	// closed (or broke the protocol, which ends the watch all the same).
 	closed := make(chan struct{})
@@ -173,7 +186,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request) {
 			return
 		case <-wt.wake:
 			rev := wt.rev.Load()
-			c.SetWriteDeadline(time.Now().Add(requestTimeout))
+			c.SetWriteDeadline(time.Now().Add(a.requestTimeout()))
 			if _, err := c.Write(wire.AppendChanged(nil, rev)); err != nil {
 				a.log.Debug("write changed", "workload", id, "error", err)
 				return

@@ -172,7 +172,7 @@ func authzRows() []authzRow {
 	return []authzRow{
 		// Account variables.
 		{row: "own account variables: set", allow: "admin owner member other", args: args("env", "set", "OWN_TAG", "v")},
-		{row: "own account variables: list", allow: "admin owner member other", args: args("env", "list", "--json")},
+		{row: "own account variables: list --reveal", allow: "admin owner member other", args: args("env", "list", "--reveal")},
 		{row: "own account variables: delete", allow: "admin owner member other",
 			setup: func(a *agentProc, s subject, tag string) { a.cli("env", "set", "--user", s.user, "D_"+tag, "v") },
 			args:  args("env", "delete", "D_TAG")},

@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 	bins.envlet = build("envlet", "./cmd/envlet", false)
 	bins.exec = build("envlet-exec", "./cmd/envlet-exec", true)
 	code := m.Run()
+	stopE2EEtcd()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -120,6 +121,12 @@ type agentProc struct {
 // directory.
 func startAgent(t *testing.T, defaults string) *agentProc {
 	t.Helper()
+	return startAgentConf(t, "", defaults)
+}
+
+// startAgentConf is startAgent with extra `key = value` config lines.
+func startAgentConf(t *testing.T, extraConfig, defaults string) *agentProc {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "el")
 	if err != nil {
 		t.Fatal(err)
@@ -144,11 +151,14 @@ credentials_socket = %s
 workloads_dir = %s
 mount_dir = %s
 audit_log = %s
+token_dir = %s
 log_level = debug
+%s
 [defaults]
 %s
 `, a.stateDir, filepath.Join(dir, "keyring"), a.workSock, a.adminSock, filepath.Join(dir, "c.sock"),
-		a.workDir, filepath.Join(dir, "mounts"), a.audit, defaults)
+		a.workDir, filepath.Join(dir, "mounts"), a.audit, filepath.Join(dir, "tokens"), extraConfig, defaults)
+	conf = e2eConfig(t, conf) // ENVLET_E2E_BACKEND=etcd: on etcd (etcd_test.go)
 	if err := os.WriteFile(a.config, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -294,6 +304,9 @@ func (a *agentProc) noCanary(canaries ...string) {
 	places := map[string]string{"transcript": a.transcript.String(), "agent log": a.log.String()}
 	if b, err := os.ReadFile(a.audit); err == nil {
 		places["audit log"] = string(b)
+	}
+	if where, dump := a.etcdDump(); where != "" {
+		places[where] = dump
 	}
 	filepath.Walk(a.stateDir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {

@@ -16,7 +16,10 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -49,6 +52,7 @@ type Etcd struct {
 	timeout time.Duration
 
 	connected atomic.Bool
+	probed    atomic.Bool // a probe has finished
 	currentAt atomic.Int64 // unix nanos: start of the last probe that reached a quorum
 
 	done      chan struct{}
@@ -111,6 +115,12 @@ func OpenEtcd(cfg EtcdConfig, keys *Keyring) (*Etcd, error) {
 		DialKeepAliveTimeout: 2 * time.Second,
 		PermitWithoutStream:  true,
 		Logger:               zap.NewNop(),
+		// Reconnect within seconds of etcd coming back (gRPC's default
+		// backoff grows to two minutes).
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open etcd: %w", err)
@@ -154,6 +164,7 @@ func (e *Etcd) probeLoop(interval time.Duration) {
 			e.currentAt.Store(start.UnixNano())
 		}
 		e.connected.Store(err == nil)
+		e.probed.Store(true)
 		select {
 		case <-e.done:
 			return
@@ -293,9 +304,29 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 		}
 		ops = append(ops, clientv3.OpPut(k, string(op.Value)))
 	}
+	if e.probed.Load() && !e.connected.Load() && e.cli.ActiveConnection().GetState() != connectivity.Ready {
+		// No connection and the last probe failed: fail now, sending
+		// nothing, rather than at the timeout with an uncertain outcome.
+		return 0, fmt.Errorf("commit: etcd is unreachable; nothing was sent: %w", ErrUnavailable)
+	}
 	rctx, cancel := e.request(ctx)
 	defer cancel()
-	resp, err := e.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
+	var resp *clientv3.TxnResponse
+	var err error
+	for {
+		resp, err = e.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
+		if !errors.Is(err, rpctypes.ErrNoLeader) {
+			break
+		}
+		// The member refused it before proposing (an election is on):
+		// nothing was written, so trying again is safe.
+		select {
+		case <-rctx.Done():
+		case <-time.After(50 * time.Millisecond):
+			continue
+		}
+		break
+	}
 	if err != nil {
 		return 0, e.classify(ctx, "commit", err)
 	}

@@ -201,7 +201,7 @@ func batchText(b Batch) string {
 
 func TestEtcdWatch(t *testing.T) {
 	e := openEtcd(t, sharedEtcd(t), testPrefix(t), nil)
-	other := openEtcd(t, sharedEtcd(t), testPrefix(t)+"x", nil) // a sibling prefix: not watched
+	other := openEtcd(t, sharedEtcd(t), "/t/"+t.Name()+"x/", nil) // a sibling prefix: not watched
 	r0 := mustCommit(t, e, Txn{Ops: []Op{put("before", "0")}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -365,6 +365,10 @@ func TestEtcdMembersDown(t *testing.T) {
 	}
 	for i := range c.Members {
 		c.Members[i].Kill()
+		// The others elect a new leader if it was this one; then writes go on.
+		if err := c.WaitHealthy(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 		for j := 0; j < 5; j++ {
 			write()
 		}

@@ -56,7 +56,7 @@ var (
 	// key ring: the ring file was not distributed to this node yet. Open's
 	// error wraps it and names the key id (ids are not secret).
 	ErrUnknownKey = errors.New("sealed with a key that is not in the key ring")
-	errAuth        = errors.New("open sealed value: authentication failed (wrong key, wrong record or tampered)")
+	errAuth       = errors.New("open sealed value: authentication failed (wrong key, wrong record or tampered)")
 )
 
 // LoadKeyring reads a key file: text, one key per line as `ID BASE64-KEY`

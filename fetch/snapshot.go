@@ -39,17 +39,24 @@ type Mirror struct {
 	ident  string
 	keys   *Keyring
 
-	mu        sync.Mutex
-	kvs       map[string]KV
-	rev       Revision
-	valid     bool      // kvs is a read of the remote plus every batch since
-	started   bool      // a Snapshot has served (remote or file)
-	tail      []Batch   // batches seen after a Reset, before the re-read
-	degraded  bool      // kvs came from the file; Watch re-reads the remote first
-	fileAt    time.Time // when the file's data was last known current
-	readAt    time.Time // start of the last successful remote Snapshot
-	pending   *Snapshot // a fresh read that Watch made for the reader's next Snapshot
-	dirty     bool
+	mu       sync.Mutex
+	kvs      map[string]KV
+	rev      Revision
+	valid    bool      // kvs is a read of the remote plus every batch since
+	started  bool      // a Snapshot has served (remote or file)
+	tail     []Batch   // batches seen after a Reset, before the re-read
+	degraded bool      // kvs came from the file; Watch re-reads the remote first
+	fileAt   time.Time // when the file's data was last known current
+	readAt   time.Time // start of the last successful remote Snapshot
+	pending  *Snapshot // a fresh read that Watch made for the reader's next Snapshot
+	dirty    bool
+	missing  struct { // MissingKeys's answer, for this revision and ring
+		valid bool
+		rev   Revision
+		ring  *ring
+		n     int
+		ids   []string
+	}
 	saveErr   error
 	lastSaved time.Time
 
@@ -312,17 +319,38 @@ func (m *Mirror) Status() Status {
 	if m.saveErr != nil {
 		st.SaveError = m.saveErr.Error()
 	}
+	st.UnknownKeyIDs = m.missingLocked()
+	return st
+}
+
+// MissingKeys returns the ids of keys that sealed a record held but are not
+// in the key ring (sorted; nil when every record's key is there). It is
+// cheap to call often: the answer is kept until the data or the ring
+// changes.
+func (m *Mirror) MissingKeys() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.missingLocked()
+}
+
+func (m *Mirror) missingLocked() []string {
+	r := m.keys.r.Load()
+	if m.missing.valid && m.missing.rev == m.rev && m.missing.ring == r && m.missing.n == len(m.kvs) {
+		return m.missing.ids
+	}
 	unknown := map[string]bool{}
 	for _, kv := range m.kvs {
-		if id, ok := SealedKeyID(kv.Value); ok && !unknown[id] && !m.keys.Has(id) {
+		if id, ok := SealedKeyID(kv.Value); ok && !unknown[id] && r.byID[id] == nil {
 			unknown[id] = true
 		}
 	}
+	var ids []string
 	for id := range unknown {
-		st.UnknownKeyIDs = append(st.UnknownKeyIDs, id)
+		ids = append(ids, id)
 	}
-	slices.Sort(st.UnknownKeyIDs)
-	return st
+	slices.Sort(ids)
+	m.missing.valid, m.missing.rev, m.missing.ring, m.missing.n, m.missing.ids = true, m.rev, r, len(m.kvs), ids
+	return ids
 }
 
 // currentAtLocked is when the held data was last known current: the file's

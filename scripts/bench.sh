@@ -1,18 +1,71 @@
 #!/usr/bin/env bash
-# make bench: Go benchmarks, and the launcher timed with hyperfine.
+# make bench: measure envlet against the floor and against the tools people
+# use today, and write BENCHMARKS.md. See bench/doc.go for the harnesses.
+#
+#   scripts/bench.sh                 every benchmark -> BENCHMARKS.md
+#   scripts/bench.sh -only load      some sections   -> BENCHMARKS.tmp
+#   (any other flag goes to bench/benchrun: -load-duration, -runs, -fanout-reps, ...)
+#
+# Needs root: load and fan-out clients run as other uids. Installs what is
+# missing: hyperfine, age, direnv, perf (Debian) and, once, into
+# $ENVLET_BENCH_CACHE (default ~/.cache/envlet-bench): sops (go install) and
+# dotenvx (npm). A peer that fails to install is reported as not measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-go test -run '^$' -bench . -benchtime 1s ./cache/ ./fetch/ ./agent/wire/
-command -v hyperfine >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq hyperfine >/dev/null; }
-d=$(mktemp -d /tmp/envlet-bench.XXXXXX)
-bin/envletd -dev -dir "$d" >"$d/out" 2>"$d/log" &
-agent=$!
-trap 'kill $agent; wait $agent 2>/dev/null; rm -rf "$d"' EXIT
-while [ "$(wc -l <"$d/out")" -lt 2 ]; do sleep 0.05; done
-eval "$(head -2 "$d/out")"
-bin/envlet project create bench
-vars=$(for i in $(seq 1 20); do printf '"V%d":"value-%d",' "$i" "$i"; done)
-echo "{\"id\":\"bench\",\"user\":\"$(id -un)\",\"project\":\"bench\",\"match\":{\"uid\":$(id -u)},\"runtime\":{${vars%,}}}" | bin/envlet workload register -
-hyperfine -N --warmup 50 --runs 1000 /bin/true \
-  "env -i $(for i in $(seq 1 20); do printf 'V%d=value-%d ' "$i" "$i"; done) /bin/true" \
-  "bin/envlet-exec -- /bin/true"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bench.sh: run as root (load clients run as other uids)" >&2
+  exit 2
+fi
+cache=${ENVLET_BENCH_CACHE:-$HOME/.cache/envlet-bench}
+mkdir -p "$cache"
+log() { echo "bench: $*" >&2; }
+
+# Debian packages, only when missing.
+need=()
+command -v hyperfine >/dev/null || need+=(hyperfine)
+command -v age-keygen >/dev/null || need+=(age)
+command -v direnv >/dev/null || need+=(direnv)
+command -v perf >/dev/null || need+=(linux-perf)
+command -v npm >/dev/null || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]} (apt-get)"
+  apt-get update -qq >/dev/null 2>&1 || true
+  for p in "${need[@]}"; do
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null 2>&1 || log "could not install $p; going on without it"
+  done
+fi
+command -v hyperfine >/dev/null || { echo "bench.sh: hyperfine is required" >&2; exit 1; }
+
+# Heavy peers, installed once into the cache and reused.
+if [ ! -x "$cache/bin/sops" ]; then
+  log "installing sops into $cache/bin (once; takes minutes)"
+  GOBIN="$cache/bin" CGO_ENABLED=0 go install -trimpath "github.com/getsops/sops/v3/cmd/sops@${SOPS_VERSION:-latest}" >"$cache/sops-install.log" 2>&1 ||
+    log "sops did not install (see $cache/sops-install.log); it will be reported as not measured"
+fi
+if [ ! -x "$cache/npm/node_modules/.bin/dotenvx" ] && command -v npm >/dev/null; then
+  log "installing dotenvx into $cache/npm (once)"
+  npm install --silent --no-audit --no-fund --prefix "$cache/npm" "@dotenvx/dotenvx@${DOTENVX_VERSION:-latest}" >"$cache/dotenvx-install.log" 2>&1 ||
+    log "dotenvx did not install (see $cache/dotenvx-install.log); it will be reported as not measured"
+fi
+
+# The harnesses. (make bench has built bin/ already; a direct run builds it too.)
+[ -x bin/envletd ] && [ -x bin/envlet ] && [ -x bin/envlet-exec ] || make -s build
+mkdir -p bin/bench
+go build -o bin/bench/ ./bench/benchrun ./bench/floorserver
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/bench/barelauncher ./bench/barelauncher
+
+out=BENCHMARKS.md
+args=("$@")
+gobench=""
+if [[ " $* " == *" -only "* || " $* " == *" -only="* ]]; then
+  out=BENCHMARKS.tmp
+else
+  gobench=$(mktemp)
+  trap 'rm -f "$gobench"' EXIT
+  log "Go micro-benchmarks"
+  go test -run '^$' -bench . -benchmem -benchtime 1s ./cache/ ./fetch/ ./agent/wire/ ./bench/... | grep -E '^(Benchmark|goos|goarch|cpu|pkg)' >"$gobench" || true
+  args+=(-go-bench "$gobench")
+fi
+bin/bench/benchrun -out "$out" -cache "$cache" "${args[@]}"
+log "results in $out"

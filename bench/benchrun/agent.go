@@ -79,6 +79,12 @@ type agentProc struct {
 // registration in workloads.d is loaded (READY). ready is the time from
 // just before the exec to the second line.
 func startAgent(envletd, dir string) (*agentProc, error) {
+	return startAgentHook(envletd, dir, nil)
+}
+
+// startAgentHook is startAgent with a hook run with the agent's pid right
+// after the exec (to attach a profiler).
+func startAgentHook(envletd, dir string, hook func(pid int)) (*agentProc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -97,6 +103,9 @@ func startAgent(envletd, dir string) (*agentProc, error) {
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, err
+	}
+	if hook != nil {
+		hook(cmd.Process.Pid)
 	}
 	a := &agentProc{dir: dir, cmd: cmd, done: make(chan struct{})}
 	lines := make(chan string)

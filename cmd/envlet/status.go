@@ -8,7 +8,7 @@ import (
 
 func (a *app) statusCmd() *cobra.Command {
 	return a.fieldsCmd("status", "Show the agent's backend, revision, staleness and counts", "/v1/status",
-		"backend", "revision", "stale_seconds", "users", "projects", "variables", "workloads")
+		"backend", "revision", "stale_seconds", "users", "projects", "variables", "groups", "secrets", "workloads")
 }
 
 func (a *app) whoamiCmd() *cobra.Command {

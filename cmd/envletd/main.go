@@ -20,6 +20,11 @@ import (
 func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "key" {
+		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
+		defer stop()
+		return runKey(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := agent.LoadConfig(args, stderr)
 	if errors.Is(err, flagHelp) {
 		return 0

@@ -1,0 +1,385 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/envlet/envlet/cache"
+	"github.com/envlet/envlet/fetch"
+)
+
+func testMounter(t *testing.T) *mounter {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "elm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m := newMounter(dir, hclog.NewNullLogger(), cache.NewPool())
+		m.reclaim(dir)
+	})
+	return newMounter(filepath.Join(dir, "mounts"), hclog.NewNullLogger(), cache.NewPool())
+}
+
+// job builds a mount job the way updateMount does: values in one locked
+// buffer, names sorted.
+func job(m *mounter, id string, rev int64, o mountOwner, vars, secrets map[string]string) *mountJob {
+	size := 0
+	for _, v := range vars {
+		size += len(v)
+	}
+	for _, v := range secrets {
+		size += len(v)
+	}
+	j := &mountJob{id: id, rev: fetch.Revision(rev), owner: o, buf: m.pool.Alloc(size)}
+	buf := j.buf.Bytes()[:0]
+	add := func(list *[]mountVar, m map[string]string) {
+		names := make([]string, 0, len(m))
+		for n := range m {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			buf = append(buf, m[n]...)
+			*list = append(*list, mountVar{n, buf[len(buf)-len(m[n]):]})
+		}
+	}
+	add(&j.vars, vars)
+	add(&j.secrets, secrets)
+	return j
+}
+
+func owner(uid, gid int) mountOwner { return mountOwner{uid, gid, 0o500, 0o400} }
+
+func TestMountWrite(t *testing.T) {
+	m := testMounter(t)
+	o := owner(4242, 4343)
+	m.do(job(m, "train-42", 7, o,
+		map[string]string{"A": "1", "MULTI": "x\ny", "BAD": "\xff"},
+		map[string]string{"TOKEN": "s3cr3t", "CERT": "-----BEGIN-----\n\x00\x01binary\n"}))
+
+	link := filepath.Join(m.dir, "train-42")
+	target, err := os.Readlink(link)
+	if err != nil || target != ".train-42/7" {
+		t.Fatalf("link: %q, %v; want .train-42/7", target, err)
+	}
+	want := map[string]string{
+		"env":                "# written by envletd for workload train-42 at revision 7; do not edit\nA=\"1\"\nMULTI=\"x\ny\"\n",
+		"docker.env":         "# written by envletd for workload train-42 at revision 7; do not edit\nA=1\n",
+		"docker.env.skipped": "BAD\nMULTI\n",
+		"env.skipped":        "BAD\n",
+		"env.json":           "{\n  \"A\": \"1\",\n  \"MULTI\": \"x\\ny\"\n}\n",
+		"env.json.skipped":   "BAD\n",
+		"secrets/TOKEN":      "s3cr3t",
+		"secrets/CERT":       "-----BEGIN-----\n\x00\x01binary\n",
+	}
+	for name, content := range want {
+		p := filepath.Join(link, name)
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != content {
+			t.Errorf("%s: %q, %v; want %q", name, b, err, content)
+		}
+	}
+	var files []string
+	filepath.Walk(filepath.Join(m.dir, target), func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		wantMode := os.FileMode(0o400)
+		if fi.IsDir() {
+			wantMode = 0o500 | os.ModeDir
+		} else {
+			rel, _ := filepath.Rel(filepath.Join(m.dir, target), p)
+			files = append(files, rel)
+		}
+		if fi.Mode() != wantMode {
+			t.Errorf("%s: mode %v, want %v", p, fi.Mode(), wantMode)
+		}
+		if m.chown && (st.Uid != 4242 || st.Gid != 4343) {
+			t.Errorf("%s: owned by %d:%d, want 4242:4343", p, st.Uid, st.Gid)
+		}
+		return nil
+	})
+	if len(files) != len(want) {
+		t.Errorf("files %v, want exactly %d", files, len(want))
+	}
+	fi, err := os.Stat(filepath.Join(m.dir, ".train-42"))
+	if err != nil || fi.Mode().Perm() != 0o711 {
+		t.Errorf(".train-42: %v, %v; want 0711", fi.Mode(), err)
+	}
+
+	// A second version replaces the first; the first is gone.
+	m.do(job(m, "train-42", 9, o, map[string]string{"A": "2"}, nil))
+	if target, _ := os.Readlink(link); target != ".train-42/9" {
+		t.Fatalf("link after update: %q", target)
+	}
+	entries, _ := os.ReadDir(filepath.Join(m.dir, ".train-42"))
+	if len(entries) != 1 || entries[0].Name() != "9" {
+		t.Errorf("versions left: %v", entries)
+	}
+	if _, err := os.Stat(filepath.Join(link, "env.skipped")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("env.skipped of the old version is still there: %v", err)
+	}
+	// The same revision again gets its own directory.
+	m.do(job(m, "train-42", 9, o, map[string]string{"A": "3"}, nil))
+	if target, _ := os.Readlink(link); target != ".train-42/9-2" {
+		t.Fatalf("link after a rewrite at the same revision: %q", target)
+	}
+
+	m.do(&mountJob{id: "train-42", remove: true})
+	for _, p := range []string{link, filepath.Join(m.dir, ".train-42")} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after removal: %v", p, err)
+		}
+	}
+}
+
+func TestMountOwners(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	uid, gid := uint32(1500), uint32(1600)
+	for _, tt := range []struct {
+		name              string
+		match             Match
+		uid, gid          uint32
+		dirMode, fileMode os.FileMode
+	}{
+		{"UID", Match{UID: &uid}, 1500, 0, 0o500, 0o400},
+		{"UIDAndGID", Match{UID: &uid, GID: &gid}, 1500, 1600, 0o500, 0o400},
+		{"GIDOnly", Match{GID: &gid}, 0, 1600, 0o550, 0o440},
+		{"Neither", Match{SystemdUnit: "x.service"}, 0, 0, 0o500, 0o400},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := testMounter(t)
+			m.do(job(m, "w", 1, ownerOf(tt.match), map[string]string{"A": "1"}, nil))
+			for p, mode := range map[string]os.FileMode{"w": tt.dirMode | os.ModeDir, "w/env": tt.fileMode} {
+				fi, err := os.Stat(filepath.Join(m.dir, p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := fi.Sys().(*syscall.Stat_t)
+				if fi.Mode() != mode || st.Uid != tt.uid || st.Gid != tt.gid {
+					t.Errorf("%s: %v %d:%d, want %v %d:%d", p, fi.Mode(), st.Uid, st.Gid, mode, tt.uid, tt.gid)
+				}
+			}
+		})
+	}
+}
+
+// TestMountSwapAtomic: readers that open the mount while versions are
+// swapped in never see a mix of two versions, nor a partial file.
+func TestMountSwapAtomic(t *testing.T) {
+	m := testMounter(t)
+	o := owner(4242, 4242)
+	version := func(i int) *mountJob {
+		v := strconv.Itoa(i)
+		return job(m, "w", int64(i), o, map[string]string{"A": v, "B": v, "LONG": v + strings.Repeat("x", 20000)}, map[string]string{"S": v})
+	}
+	m.do(version(1))
+	link := filepath.Join(m.dir, "w")
+	var stop atomic.Bool
+	var consistent, retried atomic.Int64
+	var wg sync.WaitGroup
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := 0
+			for !stop.Load() {
+				got, err := readVersion(link)
+				if errors.Is(err, os.ErrNotExist) {
+					retried.Add(1) // the version went away under us: start again
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got < last {
+					t.Errorf("version went back from %d to %d", last, got)
+				}
+				last = got
+				consistent.Add(1)
+			}
+		}()
+	}
+	for i := 2; i <= 300; i++ {
+		m.do(version(i))
+	}
+	stop.Store(true)
+	wg.Wait()
+	if consistent.Load() == 0 {
+		t.Fatal("no read completed")
+	}
+	t.Logf("%d consistent reads, %d restarted", consistent.Load(), retried.Load())
+}
+
+// readVersion opens the mount once and reads every file through that
+// directory, as a careful reader does, and returns the one version all of
+// them hold; an error if any file is partial or they disagree.
+func readVersion(link string) (int, error) {
+	fd, err := unix.Open(link, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return 0, os.ErrNotExist
+	}
+	defer unix.Close(fd)
+	read := func(name string) ([]byte, error) {
+		f, err := unix.Openat(fd, name, unix.O_RDONLY, 0)
+		if err != nil {
+			return nil, os.ErrNotExist
+		}
+		file := os.NewFile(uintptr(f), name)
+		defer file.Close()
+		var b []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := file.Read(buf)
+			b = append(b, buf[:n]...)
+			if n == 0 || err != nil {
+				return b, nil
+			}
+		}
+	}
+	seen := map[string]bool{}
+	note := func(v string) { seen[v] = true }
+	b, err := read("env")
+	if err != nil {
+		return 0, err
+	}
+	env, err := parseSystemdEnv(b)
+	if err != nil {
+		return 0, err
+	}
+	note(env["A"])
+	note(env["B"])
+	if b, err = read("docker.env"); err != nil {
+		return 0, err
+	}
+	docker, err := parseDockerEnv(b)
+	if err != nil {
+		return 0, err
+	}
+	note(docker["A"])
+	if b, err = read("env.json"); err != nil {
+		return 0, err
+	}
+	var js map[string]string
+	if err := json.Unmarshal(b, &js); err != nil {
+		return 0, errors.New("env.json is not whole: " + err.Error())
+	}
+	note(js["B"])
+	if len(js["LONG"]) != len(env["LONG"]) {
+		return 0, errors.New("LONG differs between env and env.json")
+	}
+	if b, err = read("secrets/S"); err != nil {
+		return 0, err
+	}
+	note(string(b))
+	if len(seen) != 1 {
+		return 0, errors.New("a mix of versions: " + strconv.Itoa(len(seen)) + " different values")
+	}
+	for v := range seen {
+		return strconv.Atoi(v)
+	}
+	return 0, nil
+}
+
+// TestMountReclaimLinks: a workload owns its version directory and could
+// put links in it; removing the version must not follow them.
+func TestMountReclaimLinks(t *testing.T) {
+	m := testMounter(t)
+	m.do(job(m, "w", 1, owner(4242, 4242), map[string]string{"A": "1"}, map[string]string{"S": "x"}))
+	outside := t.TempDir()
+	os.Chmod(outside, 0o755)
+	os.WriteFile(filepath.Join(outside, "keep"), []byte("keep"), 0o644)
+	vdir := filepath.Join(m.dir, ".w", "1")
+	// What the workload could do as the owner: open its directory up and
+	// swap its secrets directory for a link.
+	os.Chmod(vdir, 0o700)
+	os.RemoveAll(filepath.Join(vdir, "secrets"))
+	if err := os.Symlink(outside, filepath.Join(vdir, "secrets")); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink(outside, filepath.Join(vdir, "other"))
+	m.do(job(m, "w", 2, owner(4242, 4242), map[string]string{"A": "2"}, nil))
+	fi, err := os.Stat(outside)
+	if err != nil || fi.Mode().Perm() != 0o755 || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
+		t.Errorf("the directory outside changed: %v %v", fi.Mode(), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(outside, "keep")); err != nil || string(b) != "keep" {
+		t.Errorf("a file outside changed: %q %v", b, err)
+	}
+	if _, err := os.Lstat(vdir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old version not removed: %v", err)
+	}
+}
+
+func TestMountSweep(t *testing.T) {
+	m := testMounter(t)
+	for _, id := range []string{"keep", "gone", "gone.too"} {
+		m.do(job(m, id, 1, owner(4242, 4242), map[string]string{"A": "1"}, nil))
+	}
+	other := filepath.Join(m.dir, "README")
+	os.WriteFile(other, []byte("not ours"), 0o644)
+	m.do(&mountJob{keep: map[string]bool{"keep": true}})
+	names := []string{}
+	entries, _ := os.ReadDir(m.dir)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{".keep", "README", "keep"}; !equalStrings(names, want) {
+		t.Errorf("after sweep: %v, want %v", names, want)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestMountCoalesce: versions queued while the writer is busy collapse to
+// the latest, and each workload's versions are written in order.
+func TestMountCoalesce(t *testing.T) {
+	m := testMounter(t)
+	m.jobDone = make(chan string, 100)
+	for i := 1; i <= 5; i++ {
+		m.enqueue(job(m, "a", int64(i), owner(4242, 4242), map[string]string{"A": strconv.Itoa(i)}, nil))
+		m.enqueue(job(m, "b", int64(i), owner(4242, 4242), map[string]string{"A": strconv.Itoa(i)}, nil))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	got := []string{<-m.jobDone, <-m.jobDone}
+	cancel()
+	<-done
+	if !equalStrings(got, []string{"a", "b"}) || len(m.jobDone) != 0 {
+		t.Fatalf("jobs done: %v and %d more; want a, b once each", got, len(m.jobDone))
+	}
+	for _, id := range []string{"a", "b"} {
+		if target, _ := os.Readlink(filepath.Join(m.dir, id)); target != "."+id+"/5" {
+			t.Errorf("%s: %q, want the latest version", id, target)
+		}
+	}
+}

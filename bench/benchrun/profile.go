@@ -1,0 +1,208 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A profile is where an agent spent its CPU while a benchmark ran, sampled
+// by perf (Debian linux-perf) at 999 Hz with call graphs; Go keeps frame
+// pointers, so the agent's functions come out with their callers. Taken
+// only where perf is installed; the figures never depend on it.
+type profile struct {
+	samples int
+	funcs   []profFunc // envlet's own functions, by inclusive share
+	self    []profFunc // every symbol, by self share
+}
+
+type profFunc struct {
+	name          string
+	incl, selfPct float64
+}
+
+// share returns the inclusive share of the first function whose name
+// contains s, or 0.
+func (p *profile) share(s string) float64 {
+	if p == nil {
+		return 0
+	}
+	for _, f := range p.funcs {
+		if strings.Contains(f.name, s) {
+			return f.incl
+		}
+	}
+	return 0
+}
+
+func (p *profile) top() string {
+	if p == nil || len(p.funcs) == 0 {
+		return ""
+	}
+	return p.funcs[0].name
+}
+
+// perfRecorder is a running `perf record -p PID`.
+type perfRecorder struct {
+	cmd  *exec.Cmd
+	data string
+}
+
+func perfAvailable() bool {
+	_, err := exec.LookPath("perf")
+	return err == nil
+}
+
+func (r *runner) startPerf(pid int, tag string) *perfRecorder {
+	if !perfAvailable() {
+		return nil
+	}
+	data := filepath.Join(r.work, "perf-"+tag+".data")
+	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", data)
+	if err := cmd.Start(); err != nil {
+		logf("perf: %v", err)
+		return nil
+	}
+	return &perfRecorder{cmd: cmd, data: data}
+}
+
+// stop ends the recording and reads the profile.
+func (pr *perfRecorder) stop() *profile {
+	if pr == nil {
+		return nil
+	}
+	pr.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { pr.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		pr.cmd.Process.Kill()
+		<-done
+	}
+	out, err := exec.Command("perf", "report", "-i", pr.data, "--children", "--sort", "symbol", "-g", "none", "--stdio", "--percent-limit", "1").Output()
+	if err != nil {
+		logf("perf report: %v", err)
+		return nil
+	}
+	os.Remove(pr.data)
+	return parsePerf(string(out))
+}
+
+// parsePerf reads `perf report --children --sort symbol -g none --stdio`.
+func parsePerf(out string) *profile {
+	p := &profile{}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "# Samples:") {
+			f := strings.Fields(l)
+			if len(f) >= 3 {
+				p.samples, _ = strconv.Atoi(strings.TrimSuffix(f[2], "K"))
+				if strings.HasSuffix(f[2], "K") {
+					p.samples *= 1000
+				}
+			}
+		}
+		f := strings.Fields(l)
+		if len(f) < 4 || !strings.HasSuffix(f[0], "%") || !strings.HasSuffix(f[1], "%") {
+			continue
+		}
+		incl, err1 := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64)
+		self, err2 := strconv.ParseFloat(strings.TrimSuffix(f[1], "%"), 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		name := f[3]
+		fn := profFunc{name: strings.TrimPrefix(name, "github.com/envlet/envlet/"), incl: incl, selfPct: self}
+		if strings.Contains(name, "envlet/envlet/") && !wrapper(name) {
+			p.funcs = append(p.funcs, fn)
+		}
+		if self >= 1 {
+			p.self = append(p.self, fn)
+		}
+	}
+	sort.SliceStable(p.funcs, func(i, j int) bool { return p.funcs[i].incl > p.funcs[j].incl })
+	sort.SliceStable(p.self, func(i, j int) bool { return p.self[i].selfPct > p.self[j].selfPct })
+	return p
+}
+
+// wrapper: frames that only start or wrap the real work.
+func wrapper(name string) bool {
+	for _, s := range []string{"gowrap", ".Run.func", "runAll", "(*Agent).Run", "serveWorkloads", "main.", ".func1"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// markdown renders the profile as a short table.
+func (p *profile) markdown(what string) string {
+	if p == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "<details><summary>Where the agent's CPU went: %s (perf, %s samples)</summary>\n\n", what, thousands(int64(p.samples)))
+	b.WriteString("| envlet function | inclusive | self |\n|---|---|---|\n")
+	for i, f := range p.funcs {
+		if i == 8 || f.incl < 2 {
+			break
+		}
+		fmt.Fprintf(&b, "| `%s` | %.1f%% | %.1f%% |\n", f.name, f.incl, f.selfPct)
+	}
+	b.WriteString("\n| hottest symbols (self) | self |\n|---|---|\n")
+	for i, f := range p.self {
+		if i == 6 {
+			break
+		}
+		fmt.Fprintf(&b, "| `%s` | %.1f%% |\n", f.name, f.selfPct)
+	}
+	b.WriteString("\n</details>\n\n")
+	return b.String()
+}
+
+// A known hot spot: a function that a profile can name, what it does
+// wrong at scale, and the fix suggested to the agent's owners.
+type hotSpot struct {
+	fn, why, fix string
+}
+
+var hotSpots = []hotSpot{
+	{"(*Agent).match", "`Agent.match` (agent/server.go) tests every registration against the caller on every request, under the read lock: the cost of a request grows with the number of workloads.",
+		"index registrations by uid and by gid (a map to the few registrations each can match, plus a short list of those matched by other fields), so a request looks only at its candidates."},
+	{"(*dirWatch).owner", "`dirWatch.rescan` calls `owner(id)`, a scan of every file already loaded, for each file it loads: quadratic in the number of files in workloads.d.",
+		"keep a reverse map from workload id to file path beside `idOf`."},
+	{"(*dirWatch).rescan", "`dirWatch.rescan` (agent/workloadsdir.go) does per-file work that grows with the files already loaded (`owner(id)` scans them all for each file): quadratic in the number of files in workloads.d.",
+		"keep a reverse map from workload id to file path beside `idOf`, so the id check is one lookup."},
+	{"(*Agent).resolveTouched", "`resolveTouched` re-resolves every affected workload in turn while holding the write lock.",
+		"resolve the shared layers (group, project) once per project rather than once per workload, and merge only the workload's own layers per workload."},
+	{"(*auditLog).write", "every serve writes an audit line (JSON encode and a write(2) under one mutex).",
+		"batch audit lines through a buffered writer flushed on a short timer."},
+	{"(*Pool).Copy", "every serve copies the workload's frame into a fresh locked buffer.",
+		"serve the frame under a reference count instead of copying it."},
+}
+
+// cause explains a profile: the known hot spots it shows with their share.
+func cause(p *profile, fallback string) string {
+	if p == nil {
+		return fallback + " (perf was not available to profile the agent in this run.)"
+	}
+	var parts []string
+	for _, h := range hotSpots {
+		if s := p.share(h.fn); s >= 10 {
+			parts = append(parts, fmt.Sprintf("%.0f%% of the agent's CPU samples are in %s Suggested fix: %s", s, h.why, h.fix))
+		}
+	}
+	if len(parts) == 0 {
+		if t := p.top(); t != "" {
+			return fmt.Sprintf("%s The profile's heaviest envlet function is `%s` (%.0f%% inclusive).", fallback, t, p.funcs[0].incl)
+		}
+		return fallback
+	}
+	return strings.Join(parts, " ")
+}
