@@ -4,7 +4,7 @@ BIN     ?= bin
 # The launcher is built static and stripped: it is copied into images.
 LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build demo test test-short bench lint fuzz clean
+.PHONY: all build demo test test-etcd test-short bench bench-etcd lint fuzz clean
 
 all: build
 
@@ -15,9 +15,18 @@ build:
 demo: build
 	./scripts/demo.sh
 
-# Everything: formatting, vet, and every test with the race detector.
+# Everything: formatting, vet, and every test with the race detector; then
+# the end-to-end suite again with every agent on etcd. The etcd tests find
+# Debian's etcd or, as root, install it (apt-get install etcd-server
+# etcd-client); without it they skip, unless ENVLET_REQUIRE_ETCD=1 (CI).
 test: lint
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory test-etcd
+
+# The end-to-end suite on the etcd backend (one etcd, a prefix per agent);
+# the TestEtcd* tests ran in the first pass already.
+test-etcd:
+	ENVLET_E2E_BACKEND=etcd $(GO) test -race -count=1 -timeout 30m -skip '^TestEtcd' ./e2e/
 
 test-short:
 	$(GO) test -count=1 ./...
@@ -32,6 +41,11 @@ lint:
 # make bench BENCHFLAGS='-only load' (writes BENCHMARKS.tmp).
 bench: build
 	./scripts/bench.sh $(BENCHFLAGS)
+
+# Propagation between two agents on one etcd (p50/p99 over 1,000 writes)
+# and reads served per second while etcd is down.
+bench-etcd: build
+	$(GO) test -run '^$$' -bench EtcdPropagation -benchtime 1x -v ./e2e/
 
 # A short run of every fuzz target; FUZZTIME=10m for a longer one.
 FUZZTIME ?= 30s

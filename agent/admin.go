@@ -1,11 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -80,6 +77,8 @@ func (a *Agent) adminHandler() http.Handler {
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+			r, wipes := withWipes(r)
+			defer wipes.wipe() // the values decoded from the body and put in the reply (wipe.go)
 			body, status, err := fn(r, c)
 			if err != nil {
 				e := codeOf(err)
@@ -98,6 +97,7 @@ func (a *Agent) adminHandler() http.Handler {
 				return
 			}
 			writeJSON(w, status, body)
+			wipes.add(valueStrings(body)...)
 		})
 	}
 	h("GET /v1/whoami", a.apiWhoami)
@@ -151,9 +151,7 @@ func (a *Agent) adminHandler() http.Handler {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	writeJSONLocked(bodyPool, w, v) // indented, through locked memory (wipe.go)
 }
 
 func writeErr(w http.ResponseWriter, e *Error) {
@@ -163,23 +161,24 @@ func writeErr(w http.ResponseWriter, e *Error) {
 // decodeBody reads a JSON object into v, refusing unknown fields, trailing
 // data and bodies over the limit. Its errors never quote the body.
 func decodeBody(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
+	// In locked memory and decoded in place, its values wiped when the
+	// request is done (wipe.go).
+	buf, err := readBody(bodyPool, r.Body, r.ContentLength, maxBodyBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
 			return errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
 		}
 		return errorf(CodeInvalidRequest, "read request body: %v", err)
 	}
-	defer clear(b)
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	defer buf.Free()
+	if err := strictUnmarshal(buf.Bytes(), v); err != nil {
+		if errors.Is(err, errTrailing) {
+			return errorf(CodeInvalidRequest, "decode request body: trailing data after the object")
+		}
 		return errorf(CodeInvalidRequest, "decode request body: %s", jsonErrText(err))
 	}
-	if dec.More() {
-		return errorf(CodeInvalidRequest, "decode request body: trailing data after the object")
-	}
+	requestWipes(r).add(valueStrings(v)...)
 	return nil
 }
 
@@ -762,15 +761,16 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if !c.admin {
 		return nil, 0, errorf(CodeDenied, "only admins register workloads")
 	}
-	b, err := io.ReadAll(r.Body)
+	buf, err := readBody(bodyPool, r.Body, r.ContentLength, maxBodyBytes)
 	if err != nil {
 		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
 	}
-	defer clear(b)
-	reg, err := parseRegistration(b)
+	reg, err := parseRegistration(buf.Bytes())
+	buf.Free()
 	if err != nil {
 		return nil, 0, err
 	}
+	defer reg.wipeValues() // sealed in the store by then
 	if reg.IssuedToken != "" {
 		return nil, 0, errorf(CodeInvalidRequest, "registration %s: issued_token is set by the agent; ask for a token with \"match\": {\"token\": true}", reg.ID)
 	}
@@ -782,6 +782,7 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 			return nil, 0, err
 		}
 		reg.IssuedToken = string(t.Bytes())
+		reg.wipe = append(reg.wipe, reg.IssuedToken)
 		t.Free()
 	}
 	if err := a.registerWorkload(r.Context(), reg); err != nil {

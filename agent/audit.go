@@ -156,8 +156,13 @@ func (l *auditLog) sum(value []byte) string {
 	}
 	m := hmac.New(sha256.New, l.key.Bytes())
 	m.Write(value)
-	return hex.EncodeToString(m.Sum(nil))
+	s := hex.EncodeToString(m.Sum(nil))
+	m.Write(zeroBlock[:]) // the hash's block buffer held the value's tail
+	return s
 }
+
+// zeroBlock overwrites a SHA-256 block buffer.
+var zeroBlock [sha256.BlockSize]byte
 
 // sums is the HMAC of every value an Env frame sets, by name; unset
 // entries carry no value and are left out.
@@ -175,6 +180,7 @@ func (l *auditLog) sums(entries []wire.Entry) map[string]string {
 			out[e.Name] = hex.EncodeToString(m.Sum(sum[:0]))
 		}
 	}
+	m.Write(zeroBlock[:]) // the hash's block buffer held the last value's tail
 	return out
 }
 

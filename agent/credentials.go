@@ -144,7 +144,11 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 // memory, the scope it came from and the audit HMAC of the value; nil when
 // there is none. Called with a.mu held.
 func (a *Agent) credentialValue(w *workload, id string) (*cache.Buf, string, string) {
-	if _, entries, err := wire.DecodeEnv(w.frame.Bytes()[wire.HeaderSize:]); err == nil {
+	frame := w.frame.Bytes()
+	if len(frame) < wire.HeaderSize {
+		return nil, "", ""
+	}
+	if _, entries, err := wire.DecodeEnv(frame[wire.HeaderSize:]); err == nil {
 		for _, e := range entries {
 			if e.Name == id && !e.Unset {
 				return a.pool.Copy(e.Value), "workload:" + w.reg.ID, a.audit.sum(e.Value)

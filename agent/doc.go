@@ -3,10 +3,13 @@
 // workload's environment when something changes (DESIGN §2), and serves it
 // on the workload socket (agent/wire) to the process the kernel says is on
 // the other end. The admin socket (HTTP/1.1 + JSON under /v1/) manages
-// variables, projects and registrations.
+// variables, projects and registrations. Delivery beyond the launcher:
+// file mounts (mount.go, envfile.go), Watch for --watch launchers
+// (watch.go), systemd's LoadCredential= (credentials.go), sd_notify,
+// socket activation and reload (notify.go).
 //
 // It owns: the config, the model of what is stored, validation and error
-// codes, precedence, identity of callers, the audit log.
+// codes, precedence, identity of callers, the audit log, mount_dir.
 //
 // It must not: put a value into a log line, an error message, the audit log
 // or a panic; resolve on every request (resolution runs once per change and

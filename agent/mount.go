@@ -217,8 +217,15 @@ func (m *mounter) do(j *mountJob) {
 
 // write puts j on disk as a new version and swaps the link to it.
 func (m *mounter) write(j *mountJob) (string, error) {
-	if err := os.MkdirAll(m.dir, 0o755); err != nil {
-		return "", fmt.Errorf("create mount dir: %w", err)
+	// Modes are set explicitly: the agent may run under a umask (systemd's
+	// UMask=) that would keep workloads out.
+	if _, err := os.Stat(m.dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return "", fmt.Errorf("create mount dir: %w", err)
+		}
+		if err := os.Chmod(m.dir, 0o755); err != nil {
+			return "", fmt.Errorf("create mount dir: %w", err)
+		}
 	}
 	// .<id> is the agent's: others may pass through it to their version but
 	// not list it. An id never starts with '.', so this never names a link.
@@ -228,6 +235,10 @@ func (m *mounter) write(j *mountJob) (string, error) {
 	}
 	if fi, err := os.Lstat(vroot); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("%s is not a directory", vroot)
+	} else if fi.Mode().Perm() != 0o711 {
+		if err := os.Chmod(vroot, 0o711); err != nil {
+			return "", fmt.Errorf("chmod %s: %w", vroot, err)
+		}
 	}
 	version := strconv.FormatInt(int64(j.rev), 10)
 	for n := 2; ; n++ {

@@ -66,6 +66,8 @@ func owner(uid, gid int) mountOwner { return mountOwner{uid, gid, 0o500, 0o400} 
 
 func TestMountWrite(t *testing.T) {
 	m := testMounter(t)
+	// A strict umask (systemd's UMask=0077) must not lock workloads out.
+	defer syscall.Umask(syscall.Umask(0o077))
 	o := owner(4242, 4343)
 	m.do(job(m, "train-42", 7, o,
 		map[string]string{"A": "1", "MULTI": "x\ny", "BAD": "\xff"},
@@ -117,9 +119,10 @@ func TestMountWrite(t *testing.T) {
 	if len(files) != len(want) {
 		t.Errorf("files %v, want exactly %d", files, len(want))
 	}
-	fi, err := os.Stat(filepath.Join(m.dir, ".train-42"))
-	if err != nil || fi.Mode().Perm() != 0o711 {
-		t.Errorf(".train-42: %v, %v; want 0711", fi.Mode(), err)
+	for p, mode := range map[string]os.FileMode{m.dir: 0o755, filepath.Join(m.dir, ".train-42"): 0o711} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: %v, %v; want %v", p, fi.Mode(), err, mode)
+		}
 	}
 
 	// A second version replaces the first; the first is gone.

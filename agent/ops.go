@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sort"
 
@@ -63,12 +62,12 @@ func (a *Agent) sealVar(key string, value []byte, flags byte) []byte {
 }
 
 func (a *Agent) sealJSON(key string, v any) []byte {
-	b, err := json.Marshal(v)
+	b, err := marshalLocked(a.pool, v) // a registration holds values (wipe.go)
 	if err != nil {
 		panic("marshal metadata: " + err.Error()) // only our own types reach here
 	}
-	defer clear(b)
-	return a.keys.Seal(nil, b, key)
+	defer b.Free()
+	return a.keys.Seal(nil, b.Bytes(), key)
 }
 
 // varWrite says how setAccountVar treats an existing or missing name.

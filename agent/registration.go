@@ -29,6 +29,19 @@ type Registration struct {
 	// survives a restart. Only the agent sets it: a registration document
 	// that holds one is refused (admin API, workloads.d).
 	IssuedToken string `json:"issued_token,omitempty"`
+
+	// wipe holds the value strings parseRegistration decoded, zeroed by
+	// wipeValues once they are copied to locked memory (wipe.go).
+	wipe []string
+}
+
+// wipeValues zeroes the values parseRegistration decoded. The registration
+// must not be read for its values after.
+func (r *Registration) wipeValues() {
+	for _, s := range r.wipe {
+		wipeString(s)
+	}
+	r.wipe = nil
 }
 
 // Match says how to recognise a workload's processes; every field given
@@ -50,16 +63,16 @@ func parseRegistration(b []byte) (*Registration, error) {
 	if len(b) > maxRegistrationBytes {
 		return nil, errorf(CodeInvalidRequest, "registration is %d bytes, over the limit of %d", len(b), maxRegistrationBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var r Registration
-	if err := dec.Decode(&r); err != nil {
+	if err := strictUnmarshal(b, &r); err != nil {
+		if errors.Is(err, errTrailing) {
+			return nil, errorf(CodeInvalidRequest, "decode registration: trailing data after the object")
+		}
 		return nil, errorf(CodeInvalidRequest, "decode registration: %s", jsonErrText(err))
 	}
-	if dec.More() {
-		return nil, errorf(CodeInvalidRequest, "decode registration: trailing data after the object")
-	}
+	r.wipe = valueStrings(&r)
 	if err := r.check(); err != nil {
+		r.wipeValues()
 		return nil, err
 	}
 	return &r, nil
@@ -203,6 +216,7 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 		return err
 	}
 	w.runtime, w.execution = a.ownVars(r.Runtime), a.ownVars(r.Execution)
+	r.wipeValues() // in locked memory now
 	if old != nil {
 		w.servedRev.Store(old.servedRev.Load())
 		old.free()

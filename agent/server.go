@@ -149,11 +149,12 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
 	a.log.Debug("served", "workload", id, "revision", rev, "pid", p.pid)
 }
 
-// refuse answers with an Error frame, logs and audits the refusal.
+// refuse logs and audits a refusal, then answers with an Error frame: the
+// record exists by the time the peer learns it was refused.
 func (a *Agent) refuse(c *net.UnixConn, p peer, code, msg string) {
-	c.Write(wire.AppendError(nil, code, msg))
 	a.log.Info("refused", "code", code, "reason", msg, "pid", p.pid, "uid", p.uid)
 	a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: msg, Socket: "workload"}, &p, a.userName(p.uid))
+	c.Write(wire.AppendError(nil, code, msg))
 }
 
 // connLimiter counts the connections a socket holds, in all and per uid.

@@ -93,6 +93,20 @@ func countInMemory(t *testing.T, pid int, needles []string) map[string]map[strin
 			if c := bytes.Count(buf, []byte(needle)); c > 0 {
 				out[needle][r.class()] += c
 			}
+			if os.Getenv("ENVLET_LEAK_DEBUG") != "" {
+				// Where each copy sits: the bytes around it say which
+				// structure holds it (a request, a JSON buffer, a string).
+				for off := 0; ; {
+					i := bytes.Index(buf[off:], []byte(needle))
+					if i < 0 {
+						break
+					}
+					i += off
+					lo, hi := max(0, i-80), min(len(buf), i+len(needle)+40)
+					t.Logf("%s @%x %s: %q", needle, r.start+uint64(i), r.class(), buf[lo:hi])
+					off = i + 1
+				}
+			}
 		}
 	}
 	return out

@@ -63,9 +63,18 @@ func startWatch(t *testing.T, a *agentProc, uid uint32, args ...string) *watched
 		}
 		close(p.done)
 	}()
+	// The program holds stderr too: give up on the pipe soon after the
+	// launcher has gone, should the program outlive it.
+	p.cmd.WaitDelay = time.Second
 	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
+		// SIGTERM reaches the program through the launcher.
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
 		a.record("envlet-exec --watch (uid "+strconv.Itoa(int(uid))+") stderr", p.stderr.String())
 	})
 	return p

@@ -51,4 +51,19 @@
 // names) are not readable on disk either. The local store has one writer,
 // so revisions are consecutive; it keeps the last 4096 batches in memory for
 // Watch and asks older watchers to re-read the snapshot (Batch.Reset).
+//
+// # etcd
+//
+// Etcd (etcd.go) stores record KEY under `<prefix>KEY` with the agent's
+// sealed bytes as value, and refuses, before sending, a value that is not
+// sealed with a key of its ring. Commit is one etcd transaction; Watch
+// follows the prefix through reconnects, leader changes (a watch cancelled
+// for want of a leader is started again from the last revision) and
+// compaction (a Reset). A probe every second (a linearizable read, which
+// needs a quorum) says whether etcd is reachable (Health).
+//
+// Mirror (snapshot.go) wraps a remote backend with the last read, in memory
+// and sealed in a snapshot file, so an agent restarted while etcd is away
+// serves what it last knew and says how old it is. Reseal (reseal.go) and
+// AddKey, PromoteKey, RemoveKey (keyfile.go) rotate keys.
 package fetch

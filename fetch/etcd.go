@@ -52,7 +52,7 @@ type Etcd struct {
 	timeout time.Duration
 
 	connected atomic.Bool
-	probed    atomic.Bool // a probe has finished
+	probed    atomic.Bool  // a probe has finished
 	currentAt atomic.Int64 // unix nanos: start of the last probe that reached a quorum
 
 	done      chan struct{}

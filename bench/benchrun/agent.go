@@ -82,9 +82,18 @@ func startAgent(envletd, dir string) (*agentProc, error) {
 	return startAgentHook(envletd, dir, nil)
 }
 
+// startAgentArgs is startAgent with more arguments before -dev.
+func startAgentArgs(envletd, dir string, args ...string) (*agentProc, error) {
+	return startAgentFull(envletd, dir, args, nil)
+}
+
 // startAgentHook is startAgent with a hook run with the agent's pid right
 // after the exec (to attach a profiler).
 func startAgentHook(envletd, dir string, hook func(pid int)) (*agentProc, error) {
+	return startAgentFull(envletd, dir, nil, hook)
+}
+
+func startAgentFull(envletd, dir string, args []string, hook func(pid int)) (*agentProc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -94,7 +103,7 @@ func startAgentHook(envletd, dir string, hook func(pid int)) (*agentProc, error)
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(envletd, "-dev", "-dir", dir)
+	cmd := exec.Command(envletd, append(args, "-dev", "-dir", dir)...)
 	cmd.Stderr = logf
 	out, err := cmd.StdoutPipe()
 	if err != nil {

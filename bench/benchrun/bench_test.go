@@ -95,7 +95,7 @@ func TestParsePerf(t *testing.T) {
 		t.Errorf("hottest self symbol = %+v, want match at 56.14%%", p.self[0])
 	}
 	c := cause(p, "fallback")
-	if !strings.Contains(c, "69% of the agent's CPU samples are in `Agent.match`") || !strings.Contains(c, "Suggested fix: index registrations by uid") {
+	if !strings.Contains(c, "69% of the agent's CPU samples are under `Agent.match`") || !strings.Contains(c, "Suggested fix: index registrations by uid") {
 		t.Errorf("cause = %q, want the match hot spot and its fix", c)
 	}
 	if c := cause(parsePerf(""), "fallback"); c != "fallback" {
@@ -198,3 +198,54 @@ func TestDriveFloor(t *testing.T) {
 		t.Errorf("drive without a server: %d requests, %d errors (%q); want only errors", res.N, res.Errors, res.ErrText)
 	}
 }
+
+const pprofSample = `File: agentprof
+Type: inuse_space
+Showing nodes accounting for 173.89MB, 99.43% of 174.89MB total
+Dropped 15 nodes (cum <= 0.87MB)
+      flat  flat%   sum%        cum   cum%
+   52.74MB 30.16% 30.16%    94.24MB 53.89%  github.com/envlet/envlet/agent.(*auditLog).sums
+   41.50MB 23.73% 53.89%    41.50MB 23.73%  encoding/hex.EncodeToString (inline)
+   39.50MB 22.59% 76.47%    39.50MB 22.59%  github.com/envlet/envlet/cache.(*Pool).Alloc
+     512kB  0.29% 76.76%      512kB  0.29%  runtime.malg
+         0     0% 76.76%   173.89MB 99.43%  github.com/envlet/envlet/agent.(*Agent).Run
+`
+
+func TestParsePprofTop(t *testing.T) {
+	h := parsePprofTop(pprofSample)
+	if want := mb(174.89); h.total != want {
+		t.Errorf("total = %d, want %d", h.total, want)
+	}
+	for _, tt := range []struct {
+		i          int
+		name       string
+		flat, cum  int64
+		flatPercen float64
+	}{
+		{0, "agent.(*auditLog).sums", mb(52.74), mb(94.24), 30.16},
+		{1, "encoding/hex.EncodeToString", mb(41.50), mb(41.50), 23.73},
+		{3, "runtime.malg", 512 << 10, 512 << 10, 0.29},
+		{4, "agent.(*Agent).Run", 0, mb(173.89), 0},
+	} {
+		if tt.i >= len(h.funcs) {
+			t.Fatalf("only %d funcs parsed", len(h.funcs))
+		}
+		f := h.funcs[tt.i]
+		if f.name != tt.name || f.flat != tt.flat || f.cum != tt.cum || f.flatPercent != tt.flatPercen {
+			t.Errorf("funcs[%d] = %+v, want %s flat %d cum %d (%.2f%%)", tt.i, f, tt.name, tt.flat, tt.cum, tt.flatPercen)
+		}
+	}
+	c := heapCause(h)
+	// sums and its hex strings together: 94.24 MB of 174.89.
+	if !strings.Contains(c, "94.2 MiB (54% of the heap)") || !strings.Contains(c, "raw 32-byte sums") {
+		t.Errorf("heapCause = %q, want the audit sums with their hex strings first", c)
+	}
+	if !strings.Contains(c, "`cache.Buf` header") {
+		t.Errorf("heapCause = %q, want the Pool.Alloc headers too (23%%)", c)
+	}
+	if strings.Contains(c, "w.reg.wipe") {
+		t.Errorf("heapCause = %q names the registration wipe list, which this profile does not show", c)
+	}
+}
+
+func mb(v float64) int64 { return int64(v * (1 << 20)) }

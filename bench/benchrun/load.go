@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/envlet/envlet/agent/wire"
+	"github.com/envlet/envlet/bench/internal/gen"
 )
 
 // loadResult is what one loadworker process reports.
@@ -133,7 +134,9 @@ type loadCell struct {
 // running as the uid of one of the first `workloads` registrations (or as
 // uidBase for the floor server, which does not care).
 func (r *runner) runLoad(sock string, workloads, conns int, window func(start, end time.Time)) (loadCell, error) {
-	procs := min(conns, 16)
+	// One process per uid, at most 64: the agent caps connections per uid
+	// (max_conns_per_uid), and on a node each launcher is its own workload.
+	procs := min(conns, 64)
 	slack := 300*time.Millisecond + time.Duration(procs)*20*time.Millisecond
 	warm := 500 * time.Millisecond
 	begin := time.Now().Add(slack)
@@ -268,9 +271,9 @@ func (r *runner) load() error {
 	b.WriteString("## Agent under load\n\n")
 	fmt.Fprintf(&b, "Environment requests (GetEnv, one new connection per request, as envlet-exec makes them) per second, and their latency from connect to the last byte of the reply, "+
 		"with 1, 64 and 512 clients asking back to back for %s after a 0.5 s warm-up. ", r.o.loadDur)
-	b.WriteString("Clients are goroutines in up to 16 worker processes (`benchrun loadworker`), each process running as the uid of a different registered workload ")
+	b.WriteString("Clients are goroutines in up to 64 worker processes (`benchrun loadworker`; 512 clients are 8 per process), each process running as the uid of a different registered workload ")
 	b.WriteString("(SysProcAttr.Credential), since the agent tells workloads apart by SO_PEERCRED uid and each registration must match exactly one caller; ")
-	b.WriteString("so every request is matched against all 1,000 or 10,000 registrations. Each workload has 64 runtime variables of 32 bytes (a 2.9 KB Env frame). ")
+	fmt.Fprintf(&b, "so every request is matched against all 1,000 or 10,000 registrations. Each workload has 64 runtime variables of %d-byte values (a %s-byte Env frame with PATH). ", gen.ValueBytes, thousands(int64(len(gen.EnvFrame(0, 64, 1)))))
 	b.WriteString("The floor is bench/floorserver: the same framing, peer credentials read, the same frame size, no matching, audit or copy. ")
 	b.WriteString("Clients and server share the machine's cores, for the floor as for the agent.\n\n")
 	b.WriteString("Re-run: `scripts/bench.sh -only load` (`-load-duration 10s` for longer cells).\n\n")
@@ -307,6 +310,17 @@ func (r *runner) load() error {
 				missed = append(missed, fmt.Sprintf("%s with %d clients: %.0f%% of the floor", s.name, c, 100*x.rps/fl.rps))
 			}
 		}
+	}
+	var refused []string
+	for _, s := range servers[1:] {
+		for _, c := range clients {
+			if x := cells[s.name][c]; x.errs > 0 {
+				refused = append(refused, fmt.Sprintf("%s with %d clients: %d failed (first: `%s`)", s.name, c, x.errs, x.errText))
+			}
+		}
+	}
+	if len(refused) > 0 {
+		r.rep.note("Requests failed under load, where the floor server failed none: %s. A launcher that meets such a refusal exits 125 and its program does not start.", strings.Join(refused, "; "))
 	}
 	if len(missed) > 0 {
 		r.rep.note("Throughput under half the floor's: %s. %s", strings.Join(missed, "; "),

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/envlet/envlet/bench/internal/gen"
 )
 
 // memory reads the agents' resident and locked memory: with no workload,
@@ -42,6 +44,7 @@ func (r *runner) memory() error {
 		rows = append(rows, row{l.name, l.n, st, s})
 	}
 	base, big := rows[0], rows[len(rows)-1]
+	frameLen := len(gen.EnvFrame(0, 64, 1))
 	mid := rows[1]
 	vars := int64(big.workloads) * 64
 	perVar := float64(big.st["VmRSS"]-base.st["VmRSS"]) / float64(vars)
@@ -49,11 +52,17 @@ func (r *runner) memory() error {
 	lockedPerVar := float64(big.status.LockedBytes-base.status.LockedBytes) / float64(vars)
 	stateSize := dirSize(filepath.Join(r.work, "load10k", "workloads.d"))
 
+	// Where the heap goes: the same store in agentprof (envletd with Go
+	// profiles), profiled after READY.
+	heap, herr := r.heapOf(big.workloads)
+	if herr != nil {
+		logf("heap profile: %v", herr)
+	}
 	var b strings.Builder
 	b.WriteString("## Memory\n\n")
 	b.WriteString("The agent's resident set (VmRSS, and its peak VmHWM) and locked memory (VmLck) from /proc/PID/status, with the cache's own count of locked bytes ")
 	b.WriteString("(`envlet status --json`: `memory_locked`, `locked_bytes`), for agents holding no workload, 1,000 and 10,000 workloads, each with 64 runtime variables of ")
-	b.WriteString("32-byte values under 11-byte names (registered as files in workloads.d; ")
+	fmt.Fprintf(&b, "%d-byte values under %d-byte names (registered as files in workloads.d; ", gen.ValueBytes, len(gen.Name(0)))
 	fmt.Fprintf(&b, "the 10,000 files hold %s of JSON). ", mib(stateSize))
 	if r.loaded {
 		b.WriteString("Read after the load section has driven them. ")
@@ -66,8 +75,14 @@ func (r *runner) memory() error {
 			mib(x.status.LockedBytes), x.status.MemoryLocked, ratio(float64(x.st["VmRSS"]), float64(base.st["VmRSS"])))
 	}
 	fmt.Fprintf(&b, "\nPer variable, with 10,000 × 64 = %s variables: **%.0f bytes resident** (RSS over the empty agent's), %.0f bytes between 1,000 and 10,000 workloads, "+
-		"%.0f bytes locked (the value, its copy in the workload's resolved Env frame with its name, and chunk slack). The raw data is 32 bytes of value and 11 of name.\n\n",
-		thousands(vars), perVar, slope, lockedPerVar)
+		"%.0f bytes locked (the value, its copy in the workload's resolved Env frame with its name, and chunk slack). The raw data is %d bytes of value and %d of name.\n\n",
+		thousands(vars), perVar, slope, lockedPerVar, gen.ValueBytes, len(gen.Name(0)))
+	if heap != nil {
+		fmt.Fprintf(&b, "Of the 10,000-workload agent's %s resident: %s locked by the cache (VmLck), %s of Go heap in use after a GC (pprof, from a twin agent on the same store), "+
+			"and the rest, %s, is the Go runtime's headroom (GOGC=100 lets the heap grow to twice what is live before it collects), stacks and binary.\n\n",
+			mib(big.st["VmRSS"]), mib(big.st["VmLck"]), mib(heap.total), mib(max(0, big.st["VmRSS"]-big.st["VmLck"]-heap.total)))
+	}
+	b.WriteString(heap.markdown())
 	r.rep.section(b.String())
 	ok := big.st["VmRSS"] < 64<<20
 	r.rep.goal(goalRow{
@@ -80,12 +95,14 @@ func (r *runner) memory() error {
 		against: "no workload " + mib(base.st["VmLck"]), ratio: "—", goal: "—",
 	})
 	if !ok {
-		r.rep.note("Resident memory with 10,000 workloads is %s (goal: under 64 MiB), %.0f bytes per 43-byte variable. %s", mib(big.st["VmRSS"]), perVar, memoryCause)
+		why := fmt.Sprintf("Locked memory alone is %s: each value sits once in its own locked buffer and again in the workload's resolved Env frame (power-of-two slots: a %s-byte frame takes %s).", mib(big.st["VmLck"]), thousands(int64(frameLen)), slotOf(frameLen))
+		if heap != nil {
+			why += fmt.Sprintf(" The Go heap holds %s more after a GC, and the runtime lets it reach about twice that between collections (a memory limit, `debug.SetMemoryLimit` or GOMEMLIMIT in the unit, would bound that headroom). %s", mib(heap.total), heapCause(heap))
+		}
+		r.rep.note("Resident memory with 10,000 workloads is %s (goal: under 64 MiB), %.0f bytes per %d-byte variable. %s", mib(big.st["VmRSS"]), perVar, gen.ValueBytes+len(gen.Name(0)), why)
 	}
 	return nil
 }
-
-var memoryCause = ""
 
 func dirSize(dir string) int64 {
 	var n int64
@@ -96,4 +113,16 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// slotOf names the power-of-two slot the cache gives n bytes.
+func slotOf(n int) string {
+	s := 32
+	for s < n {
+		s <<= 1
+	}
+	if s >= 1024 {
+		return fmt.Sprintf("%d KiB", s>>10)
+	}
+	return fmt.Sprintf("%d bytes", s)
 }

@@ -166,24 +166,23 @@ func (p *profile) markdown(what string) string {
 	return b.String()
 }
 
-// A known hot spot: a function that a profile can name, what it does
-// wrong at scale, and the fix suggested to the agent's owners.
+// A known hot spot: a function that a profile can name (fn), what it does
+// wrong at scale (why, a sentence that starts with its name) and the fix
+// suggested to the agent's owners.
 type hotSpot struct {
 	fn, why, fix string
 }
 
 var hotSpots = []hotSpot{
-	{"(*Agent).match", "`Agent.match` (agent/server.go) tests every registration against the caller on every request, under the read lock: the cost of a request grows with the number of workloads.",
+	{"(*Agent).match", "`Agent.match` (agent/server.go) tests every registration against the caller on every request, under the read lock, so the cost of a request grows with the number of workloads.",
 		"index registrations by uid and by gid (a map to the few registrations each can match, plus a short list of those matched by other fields), so a request looks only at its candidates."},
-	{"(*dirWatch).owner", "`dirWatch.rescan` calls `owner(id)`, a scan of every file already loaded, for each file it loads: quadratic in the number of files in workloads.d.",
-		"keep a reverse map from workload id to file path beside `idOf`."},
-	{"(*dirWatch).rescan", "`dirWatch.rescan` (agent/workloadsdir.go) does per-file work that grows with the files already loaded (`owner(id)` scans them all for each file): quadratic in the number of files in workloads.d.",
-		"keep a reverse map from workload id to file path beside `idOf`, so the id check is one lookup."},
-	{"(*Agent).resolveTouched", "`resolveTouched` re-resolves every affected workload in turn while holding the write lock.",
-		"resolve the shared layers (group, project) once per project rather than once per workload, and merge only the workload's own layers per workload."},
-	{"(*auditLog).write", "every serve writes an audit line (JSON encode and a write(2) under one mutex).",
-		"batch audit lines through a buffered writer flushed on a short timer."},
-	{"(*Pool).Copy", "every serve copies the workload's frame into a fresh locked buffer.",
+	{"(*Agent).resolveTouched", "`resolveTouched` (agent/resolve.go) re-resolves every affected workload, one after another on one core, while holding the write lock: for each it rebuilds the layer lists, merges every name through a fresh map, sorts, and encodes a new frame into a fresh locked buffer (the profile table shows the split).",
+		"merge the already-sorted layers without a map and reuse scratch space across workloads; re-resolve in parallel shards outside the write lock and swap the new frames in under a short one; where a change touches only shared layers, patch the changed names into each frame instead of re-merging all of them."},
+	{"(*auditLog).sums", "`auditLog.sums` computes an HMAC of every value of every re-resolved workload for the audit log and hex-encodes each into a map.",
+		"compute the audit HMACs when a workload is served (or once per distinct value), not on every re-resolution, and keep them as raw bytes."},
+	{"(*auditLog).write", "`auditLog.write` encodes a JSON audit line per serve (with an HMAC per variable) and writes it with one write(2) under a mutex.",
+		"buffer audit lines and flush them on a short timer, and record one digest of the frame per serve rather than one HMAC per variable."},
+	{"(*Pool).Copy", "`Pool.Copy` copies the workload's frame into a fresh locked buffer on every serve.",
 		"serve the frame under a reference count instead of copying it."},
 }
 
@@ -195,7 +194,7 @@ func cause(p *profile, fallback string) string {
 	var parts []string
 	for _, h := range hotSpots {
 		if s := p.share(h.fn); s >= 10 {
-			parts = append(parts, fmt.Sprintf("%.0f%% of the agent's CPU samples are in %s Suggested fix: %s", s, h.why, h.fix))
+			parts = append(parts, fmt.Sprintf("%.0f%% of the agent's CPU samples are under %s Suggested fix: %s", s, h.why, h.fix))
 		}
 	}
 	if len(parts) == 0 {

@@ -71,8 +71,8 @@ func (r *runner) start() error {
 	m1, m10 := median(rows[1].times)-base, median(rows[2].times)-base
 	growth := float64(m10) / float64(m1)
 	fmt.Fprintf(&b, "\nFrom 1,000 to 10,000 workloads the time over the empty agent's grows %.1f× for 10× the workloads", growth)
-	if growth > 20 {
-		c := cause(prof, "")
+	if growth > 12 {
+		c := startCause(prof)
 		b.WriteString(": worse than linear. " + c)
 		r.rep.note("Start grows worse than linearly with workloads in workloads.d (%.1f× the time for 10× the workloads; %s with 10,000). %s", growth, ms(median(rows[2].times)), c)
 	} else {
@@ -168,3 +168,27 @@ func (r *runner) register() error {
 }
 
 var registerCause = ""
+
+// startCause explains a start that grows worse than linearly: string
+// compares and map iteration under the workloads.d rescan are the mark of
+// the per-file scan of every loaded file.
+func startCause(p *profile) string {
+	if p == nil {
+		return "(perf was not available to profile the start in this run.)"
+	}
+	var scan float64
+	for _, f := range p.self {
+		if strings.Contains(f.name, "memeqbody") || strings.Contains(f.name, "maps.(*Iter).Next") || strings.Contains(f.name, "mapIterNext") {
+			scan += f.selfPct
+		}
+	}
+	if scan >= 15 && (p.share("watchWorkloadsDir") >= 30 || p.share("(*dirWatch).rescan") >= 30) {
+		return fmt.Sprintf("%.0f%% of a 10,000-workload start's CPU samples are string compares and map iteration under the workloads.d rescan: "+
+			"`dirWatch.rescan` (agent/workloadsdir.go) calls `owner(id)`, which walks every file loaded so far, once per file, so loading n files costs n²/2 compares. "+
+			"Suggested fix: keep a reverse map from workload id to file path beside `idOf`, so the check is one lookup.", scan)
+	}
+	if t := p.top(); t != "" {
+		return fmt.Sprintf("The profile's heaviest envlet function during the start is `%s` (%.0f%% inclusive).", t, p.funcs[0].incl)
+	}
+	return ""
+}

@@ -51,6 +51,9 @@ func Binary() (string, error) {
 
 func find() (string, error) {
 	look := func() (string, error) {
+		if _, err := exec.LookPath("etcdctl"); err != nil {
+			return "", errors.New("no etcdctl on PATH")
+		}
 		for _, p := range []string{"etcd", "/usr/bin/etcd", "/usr/local/bin/etcd"} {
 			if path, err := exec.LookPath(p); err == nil {
 				return path, nil
@@ -62,7 +65,7 @@ func find() (string, error) {
 		return p, nil
 	}
 	if os.Geteuid() != 0 {
-		return "", errors.New("no etcd binary, and not root to install it: run `apt-get install -y etcd-server etcd-client`")
+		return "", errors.New("no etcd or etcdctl, and not root to install them: run `apt-get install -y etcd-server etcd-client`")
 	}
 	install := func() ([]byte, error) {
 		cmd := exec.Command("apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", "etcd-server", "etcd-client")
