@@ -4,7 +4,7 @@ BIN     ?= bin
 # The launcher is built static and stripped: it is copied into images.
 LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build demo test test-etcd test-short bench bench-etcd lint fuzz clean
+.PHONY: all build demo test test-etcd test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
 
 all: build
 
@@ -47,10 +47,29 @@ bench: build
 bench-etcd: build
 	$(GO) test -run '^$$' -bench EtcdPropagation -benchtime 1x -v ./e2e/
 
+# GetEnv requests/s served to well-behaved workloads while 256 misbehaving
+# connections are held open (as root; bench/flood).
+bench-flood: build
+	$(GO) build -o $(BIN)/bench/flood ./bench/flood
+	$(BIN)/bench/flood -bin $(BIN)
+
 # A short run of every fuzz target; FUZZTIME=10m for a longer one.
 FUZZTIME ?= 30s
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
+# Packaging (packaging/): the .deb, and the build context of the example
+# container image, in $(DIST).
+VERSION ?= 0.1.0
+DIST    ?= dist
+
+deb:
+	VERSION=$(VERSION) GO=$(GO) ./packaging/deb/build.sh $(DIST)
+
+container-context:
+	mkdir -p $(DIST)/container
+	$(LAUNCHER_FLAGS) -o $(DIST)/container/envlet-exec ./cmd/envlet-exec
+	cp packaging/container/Dockerfile $(DIST)/container/
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)

@@ -16,8 +16,6 @@ type identity struct {
 	token []byte // the presented token, nil when none; aliases the request buffer
 }
 
-// CodePeerUnverified: the connecting process could not be identified.
-const CodePeerUnverified = "PEER_UNVERIFIED"
 
 // identify completes p for matching: its cgroup and presented token. A
 // cgroup that cannot be read leaves cgErr set, so registrations that match

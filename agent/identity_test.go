@@ -410,3 +410,35 @@ func TestHelperConnect(t *testing.T) {
 	c.Close()
 	os.Exit(0)
 }
+
+// FuzzProcStat: the start-time field of /proc/PID/stat, whatever the
+// command name holds.
+func FuzzProcStat(f *testing.F) {
+	f.Add([]byte("1234 (sleep) S 1 1234 1234 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10"))
+	f.Add([]byte("1 (a) b) (c) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 42 0"))
+	f.Add([]byte("7 () Z"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := parseStatStart(b)
+		if err != nil {
+			return
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if w, err := strconv.ParseUint(f[19], 10, 64); err != nil || w != v {
+			t.Fatalf("start %d from %q", v, b)
+		}
+	})
+}
+
+// FuzzProcStatus: the Groups: line of /proc/PID/status.
+func FuzzProcStatus(f *testing.F) {
+	f.Add([]byte("Name:\tbash\nUid:\t0\t0\t0\t0\nGroups:\t4 24 27 1000 \nNSpid:\t1\n"))
+	f.Add([]byte("Groups:\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, g := range parseStatusGroups(b) {
+			if g < 0 {
+				t.Fatalf("group %d from %q", g, b)
+			}
+		}
+	})
+}

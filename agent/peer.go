@@ -73,12 +73,19 @@ func verifiedPeerOf(c *net.UnixConn) (peer, error) {
 		return p, err
 	}
 	p.accepted = accepted
+	attachPidfd(c, &p)
+	return p, nil
+}
+
+// attachPidfd takes the peer's pidfd (SO_PEERPIDFD), where the kernel has
+// it; p.release closes it.
+func attachPidfd(c *net.UnixConn, p *peer) {
 	if !usePidfd {
-		return p, nil
+		return
 	}
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return p, nil
+		return
 	}
 	raw.Control(func(fd uintptr) {
 		pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, soPeerPidfd)
@@ -91,7 +98,6 @@ func verifiedPeerOf(c *net.UnixConn) (peer, error) {
 		}
 		// ENOPROTOOPT (an older kernel): the start-time check.
 	})
-	return p, nil
 }
 
 // release closes the peer's pidfd.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -22,20 +23,38 @@ const requestTimeout = 5 * time.Second
 const CodeTooManyConnections = "TOO_MANY_CONNECTIONS"
 
 // serveWorkloads answers the workload protocol (agent/wire): one request per
-// connection, the peer identified by the kernel. Every connection takes a
-// slot of the peer's uid (connLimiter) until it ends; one over the limits
-// is answered with TOO_MANY_CONNECTIONS at once and closed, so a flood from
-// one uid (each connection held at most request_timeout) cannot stop
-// others being served.
+// connection, the peer identified by the kernel. Until its request is in, a
+// connection takes one of its uid's max_conns_per_uid slots (the ones a
+// flood of connections that send nothing would hold, each at most
+// request_timeout); until it ends, one of the socket's max_conns. A
+// connection over either is answered with TOO_MANY_CONNECTIONS at once and
+// closed, so a flood from one uid cannot stop others being served. Several
+// goroutines accept, so refusing a flood keeps pace with it.
 func (a *Agent) serveWorkloads(ctx context.Context, l *net.UnixListener) error {
 	go func() { <-ctx.Done(); l.Close() }()
 	lim := a.limiter("workload")
+	n := max(2, runtime.GOMAXPROCS(0))
+	errc := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() { errc <- a.acceptWorkloads(ctx, l, lim) }()
+	}
+	var first error
+	for i := 0; i < n; i++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			l.Close() // stop the other acceptors
+		}
+	}
+	return first
+}
+
+func (a *Agent) acceptWorkloads(ctx context.Context, l *net.UnixListener, lim *connLimiter) error {
 	var backoff time.Duration
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil // stopping, or another acceptor failed and closed the listener
 			}
 			if d, ok := acceptBackoff(err, &backoff); ok {
 				lim.noteAcceptError(err)
@@ -45,20 +64,24 @@ func (a *Agent) serveWorkloads(ctx context.Context, l *net.UnixListener) error {
 			return fmt.Errorf("accept on workload socket: %w", err)
 		}
 		backoff = 0
-		p, err := verifiedPeerOf(c)
+		accepted := bootTicks()
+		// The cheapest checks first: a refusal costs a getsockopt, a
+		// write and a close.
+		p, err := peerOf(c)
 		if err != nil {
 			a.log.Warn("workload connection without credentials", "error", err)
 			c.Close()
 			continue
 		}
-		if msg, ok := lim.acquire(p.uid); !ok {
-			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			c.Write(wire.AppendError(nil, CodeTooManyConnections, msg))
+		s, msg := lim.acquire(p.uid)
+		if s == nil {
+			c.Write(wire.AppendError(nil, CodeTooManyConnections, msg)) // a fresh socket's buffer takes it
 			c.Close()
-			p.release()
 			continue
 		}
-		go a.serveWorkload(c, p, lim)
+		p.accepted = accepted
+		attachPidfd(c, &p)
+		go a.serveWorkload(c, p, s)
 	}
 }
 
@@ -83,13 +106,8 @@ func acceptBackoff(err error, d *time.Duration) (time.Duration, bool) {
 	return 0, false
 }
 
-func (a *Agent) serveWorkload(c *net.UnixConn, p peer, lim *connLimiter) {
-	slot := true // a Watch gives its slot back once it is set up
-	defer func() {
-		if slot {
-			lim.release(p.uid)
-		}
-	}()
+func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot) {
+	defer s.release() // a Watch gives its slot back once it is set up
 	defer p.release()
 	defer c.Close()
 	timeout := a.cfg.RequestTimeout
@@ -109,6 +127,9 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, lim *connLimiter) {
 		a.refuse(c, p, CodeBadRequest, "decode request: "+err.Error())
 		return
 	}
+	// The request is in: the rest is the agent's work, which counts in
+	// max_conns only.
+	s.ready()
 	identify(&p, req.Token)
 	if e := a.missingKeys(); e != nil {
 		a.refuse(c, p, e.Code, e.Message)
@@ -120,7 +141,7 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, lim *connLimiter) {
 	case wire.TypeGetSecret:
 		a.serveSecret(c, p, req)
 	case wire.TypeWatch:
-		a.serveWatch(c, p, req, func() { slot = false; lim.release(p.uid) })
+		a.serveWatch(c, p, req, s.release)
 	default:
 		a.refuse(c, p, CodeBadRequest, "unexpected request type "+req.Type.String())
 	}
@@ -200,8 +221,45 @@ func (a *Agent) limiter(socket string) *connLimiter {
 	return l
 }
 
+// slot is one connection's place in a connLimiter: its uid's slot while
+// pending, and one of the total until released.
+type slot struct {
+	lim      *connLimiter
+	uid      uint32
+	pending  bool
+	released bool
+}
+
+// ready gives back the uid's slot: the connection's request is in.
+func (s *slot) ready() {
+	s.lim.mu.Lock()
+	defer s.lim.mu.Unlock()
+	s.dropPending()
+}
+
+func (s *slot) dropPending() {
+	if s.pending {
+		s.pending = false
+		if s.lim.perUID[s.uid]--; s.lim.perUID[s.uid] <= 0 {
+			delete(s.lim.perUID, s.uid)
+		}
+	}
+}
+
+// release gives back whatever the connection still holds; it may be called
+// more than once.
+func (s *slot) release() {
+	s.lim.mu.Lock()
+	defer s.lim.mu.Unlock()
+	s.dropPending()
+	if !s.released {
+		s.released = true
+		s.lim.total--
+	}
+}
+
 // acquire takes a slot for uid, or says why there is none.
-func (l *connLimiter) acquire(uid uint32) (string, bool) {
+func (l *connLimiter) acquire(uid uint32) (*slot, string) {
 	l.mu.Lock()
 	var msg string
 	switch {
@@ -213,7 +271,7 @@ func (l *connLimiter) acquire(uid uint32) (string, bool) {
 		l.perUID[uid]++
 		l.total++
 		l.mu.Unlock()
-		return "", true
+		return &slot{lim: l, uid: uid, pending: true}, ""
 	}
 	now := time.Now()
 	r := l.refused[uid]
@@ -241,16 +299,7 @@ func (l *connLimiter) acquire(uid uint32) (string, bool) {
 		l.a.log.Warn("connection refused", "socket", l.socket, "code", CodeTooManyConnections, "uid", uid, "refused", n)
 		l.a.audit.write(auditRecord{Action: "refuse", Code: CodeTooManyConnections, Reason: reason, Socket: l.socket}, &peer{uid: uid}, l.a.userName(uid))
 	}
-	return msg, false
-}
-
-func (l *connLimiter) release(uid uint32) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.perUID[uid]--; l.perUID[uid] <= 0 {
-		delete(l.perUID, uid)
-	}
+	return nil, msg
 }
 
 // held returns the connections held, in all and by uid.
@@ -295,28 +344,28 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if msg, ok := l.lim.acquire(p.uid); !ok {
+		s, msg := l.lim.acquire(p.uid)
+		if s == nil {
 			body := fmt.Sprintf(`{"error":{"code":%q,"message":%q}}`+"\n", CodeTooManyConnections, msg)
 			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 			fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 			c.Close()
 			continue
 		}
-		return &limitedConn{UnixConn: c, uid: p.uid, lim: l.lim}, nil
+		return &limitedConn{UnixConn: c, slot: s}, nil
 	}
 }
 
-// limitedConn gives its slot back when closed.
+// limitedConn gives its slot back when closed. An admin connection keeps
+// its uid's slot for its whole life (keep-alive included).
 type limitedConn struct {
 	*net.UnixConn
-	uid  uint32
-	lim  *connLimiter
-	once sync.Once
+	slot *slot
 }
 
 func (c *limitedConn) Close() error {
 	err := c.UnixConn.Close()
-	c.once.Do(func() { c.lim.release(c.uid) })
+	c.slot.release()
 	return err
 }
 

@@ -174,33 +174,54 @@ func FuzzTokenFile(f *testing.F) {
 
 func TestConnLimiter(t *testing.T) {
 	a := testAgent(t)
-	a.cfg.MaxConns, a.cfg.MaxConnsPerUID = 5, 3
+	a.cfg.MaxConns, a.cfg.MaxConnsPerUID = 6, 3
 	l := a.limiter("test")
+	var held []*slot
+	take := func(uid uint32) (*slot, string) {
+		s, msg := l.acquire(uid)
+		if s != nil {
+			held = append(held, s)
+		}
+		return s, msg
+	}
 	for i := 0; i < 3; i++ {
-		if _, ok := l.acquire(1); !ok {
+		if s, _ := take(1); s == nil {
 			t.Fatalf("uid 1 refused its connection %d", i+1)
 		}
 	}
-	if msg, ok := l.acquire(1); ok || !strings.Contains(msg, "max_conns_per_uid") {
-		t.Fatalf("4th connection of uid 1: %v %q", ok, msg)
+	if s, msg := take(1); s != nil || !strings.Contains(msg, "max_conns_per_uid") {
+		t.Fatalf("4th pending connection of uid 1: %q", msg)
 	}
-	for i := 0; i < 2; i++ {
-		if _, ok := l.acquire(2); !ok {
-			t.Fatal("uid 2 refused under the caps")
-		}
+	// Once a request is in, the uid's slot is free again; the total is not.
+	held[0].ready()
+	if s, _ := take(1); s == nil {
+		t.Fatal("uid 1 refused after one of its requests came in")
 	}
-	if msg, ok := l.acquire(3); ok || !strings.Contains(msg, "max_conns)") {
-		t.Fatalf("6th connection overall: %v %q", ok, msg)
+	if s, _ := take(2); s == nil {
+		t.Fatal("uid 2 refused under the caps")
 	}
-	l.release(1)
-	if _, ok := l.acquire(3); !ok {
+	if s, _ := take(2); s == nil {
+		t.Fatal("uid 2 refused under the caps")
+	}
+	if s, msg := take(3); s != nil || !strings.Contains(msg, "max_conns)") {
+		t.Fatalf("7th connection overall: %q", msg)
+	}
+	held[1].release()
+	held[1].release() // idempotent
+	if s, _ := take(3); s == nil {
 		t.Fatal("a released slot was not reusable")
 	}
 	total, by := l.held()
-	if total != 5 || by[1] != 2 || by[2] != 2 || by[3] != 1 {
+	if total != 6 || by[1] != 2 || by[2] != 2 || by[3] != 1 {
 		t.Fatalf("held %d %v", total, by)
 	}
 	if r := l.refused[1]; r == nil || r.count != 0 || r.last.IsZero() {
 		t.Fatalf("refusal of uid 1 not reported: %+v", r)
+	}
+	for _, s := range held {
+		s.release()
+	}
+	if total, by := l.held(); total != 0 || len(by) != 0 {
+		t.Fatalf("after release: %d %v", total, by)
 	}
 }

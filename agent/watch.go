@@ -156,6 +156,9 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 	rev := a.model.rev
 	w.servedRev.Store(int64(rev))
 	a.mu.RUnlock()
+	// Before the Env frame, so a launcher that has it can count on the slot
+	// being free.
+	freeSlot()
 	_, err := c.Write(frame.Bytes())
 	frame.Free()
 	if err != nil {
@@ -166,7 +169,16 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 	a.log.Debug("watching", "workload", id, "revision", rev, "pid", p.pid)
 
 	c.SetDeadline(time.Time{})
-	freeSlot()
+	why := a.followWatch(c, p, id, wt)
+	// Gone from the set before the log line, so whoever reads the line can
+	// count on the slot among the workload's watches being free.
+	a.watchers.remove(id, wt)
+	a.log.Debug(why, "workload", id, "pid", p.pid)
+}
+
+// followWatch writes a Changed frame for each wake-up of wt until the
+// launcher closes, the watch is ended, or a write fails, and says which.
+func (a *Agent) followWatch(c *net.UnixConn, p peer, id string, wt *watcher) string {
 	// A launcher sends nothing after Watch; a read that returns means it
 	// closed (or broke the protocol, which ends the watch all the same).
 	closed := make(chan struct{})
@@ -179,17 +191,15 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 	for {
 		select {
 		case <-closed:
-			a.log.Debug("watch closed by the launcher", "workload", id, "pid", p.pid)
-			return
+			return "watch closed by the launcher"
 		case <-wt.gone:
-			a.log.Debug("watch ended by the agent", "workload", id, "pid", p.pid)
-			return
+			return "watch ended by the agent"
 		case <-wt.wake:
 			rev := wt.rev.Load()
 			c.SetWriteDeadline(time.Now().Add(a.requestTimeout()))
 			if _, err := c.Write(wire.AppendChanged(nil, rev)); err != nil {
 				a.log.Debug("write changed", "workload", id, "error", err)
-				return
+				return "watch dropped: the launcher does not read"
 			}
 			a.log.Debug("notified", "workload", id, "revision", rev, "pid", p.pid)
 		}

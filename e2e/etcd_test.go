@@ -784,3 +784,38 @@ func BenchmarkEtcdPropagation(b *testing.B) {
 		"B serves GetEnv, 4 clients, etcd up (reads/s)", up,
 		"B serves GetEnv, 4 clients, etcd down (reads/s)", down, down/up)
 }
+
+// TestKeyRotateLocal: `envletd key rotate` on a stopped agent's store (the
+// local store, or etcd in the etcd pass) puts a new primary first and
+// re-encrypts every record; the old key can then go.
+func TestKeyRotateLocal(t *testing.T) {
+	a := startAgent(t, "PATH = /usr/bin:/bin")
+	const uid = 4951
+	a.cli("project", "create", "p")
+	a.cli("project", "add-member", "p", "alice")
+	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+	a.cli("env", "set", "--user", "alice", "ACCT", "acct")
+	a.stop()
+	key := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bins.envletd, append([]string{"key"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("envletd key %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	oldID := strings.Fields(key("list", "-config", a.config))[0]
+	out := key("rotate", "-config", a.config)
+	if !strings.Contains(out, "new primary key") || !strings.Contains(out, "re-encrypted") {
+		t.Fatalf("rotate: %s", out)
+	}
+	if ids := strings.Fields(key("list", "-config", a.config)); len(ids) != 4 || ids[2] != oldID || ids[1] != "primary" {
+		t.Fatalf("key list after rotate: %v", ids)
+	}
+	key("remove", oldID, "-config", a.config)
+	if r := a.runAs(0, 0, "", nil, bins.envletd, "key", "remove", "nope", "-config", a.config); r.code != 1 {
+		t.Fatalf("remove of an unknown key: %s", r)
+	}
+	a.start()
+	a.waitEnv(uid, "ACCT", ptr("acct"))
+}

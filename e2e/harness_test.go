@@ -111,6 +111,7 @@ type agentProc struct {
 	log       *logBuf
 	done      chan struct{}
 	starts    int
+	wrap      []string // a command the agent runs under (setpriv …), for the next start
 
 	mu         sync.Mutex
 	transcript bytes.Buffer // every CLI and launcher output, for canary checks
@@ -171,7 +172,8 @@ func (a *agentProc) start() {
 	a.t.Helper()
 	a.starts++
 	a.log = newLogBuf()
-	a.cmd = exec.Command(bins.envletd, "-config", a.config)
+	argv := append(append([]string(nil), a.wrap...), bins.envletd, "-config", a.config)
+	a.cmd = exec.Command(argv[0], argv[1:]...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)

@@ -147,6 +147,11 @@ func TestDeletedCanariesInMemory(t *testing.T) {
 	for _, v := range can {
 		all = append(all, v)
 	}
+	// One value is only written and deleted, never shown: what is left of
+	// it is what the write path leaves.
+	const writeOnly = "canary-mem-writeonly-58e3"
+	a.cli("env", "set", "--user", "bob", "BOB_PASSWORD", writeOnly)
+	a.cli("env", "delete", "--user", "bob", "BOB_PASSWORD")
 	a.cli("project", "create", "p")
 	a.cli("project", "add-member", "p", "alice")
 	a.cli("env", "set", "--user", "alice", "DB_PASSWORD", can["account"])
@@ -178,12 +183,18 @@ func TestDeletedCanariesInMemory(t *testing.T) {
 	a.cli("group", "delete", "g")
 	a.cli("project", "env", "delete", "p", "PROJ_VAR")
 	a.cli("env", "delete", "--user", "alice", "DB_PASSWORD")
-	counts := countInMemory(t, pid, all)
+	counts := countInMemory(t, pid, append(all, writeOnly))
 	t.Logf("copies after every canary was deleted:\n%s", memReport(counts))
 	for n, by := range counts {
 		if by["cache"] > 0 {
 			t.Errorf("%s: %d copies left in the cache's locked memory after delete", n, by["cache"])
 		}
+	}
+	// The request that carried it may still sit in the HTTP server's pooled
+	// read buffer; nothing else may hold it (no decoder buffer, decoded
+	// string, encoder buffer or hash block).
+	if n := counts[writeOnly]["heap"] + counts[writeOnly]["stack"]; n > 1 {
+		t.Errorf("a value only written and deleted has %d copies left", n)
 	}
 	a.stop()
 	a.noCanary(all...)

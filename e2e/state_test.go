@@ -75,11 +75,39 @@ func TestCanaries(t *testing.T) {
 	a.cliAs(0, "env", "create", "--user", "alice", "DB_PASSWORD", canaries[0])
 	a.runAs(0, 0, canaries[0]+strings.Repeat("y", 40000), nil, bins.envlet, "env", "set", "--user", "alice", "HUGE", "--value-stdin")
 	a.runAs(0, 0, "", []string{"ENVLET_SOCKET=/nonexistent"}, bins.exec, "--", "env")
+	// Groups, secrets, and a workload's token (a credential: searched like a
+	// value), through listings, identity refusals and bad input.
+	more := []string{"canary-group-2d7f", "canary-secret-8e41"}
+	a.cli("group", "create", "g")
+	a.cli("group", "set", "g", "GROUP_KEY", more[0])
+	a.cli("group", "assign", "g", "p")
+	a.cli("secret", "create", "--project", "p", "S", more[1])
+	a.cli("group", "list")
+	a.cli("group", "show", "g")
+	a.cli("secret", "list", "--project", "p")
+	a.cli("secret", "get", "--project", "p", "S")
+	a.register(map[string]any{"id": "tok", "user": "alice", "project": "p", "match": map[string]any{"token": true, "uid": 4602}})
+	tokFile := filepath.Join(a.dir, "tokens", "tok")
+	tok, err := os.ReadFile(tokFile)
+	if err != nil || len(strings.TrimSpace(string(tok))) != 64 {
+		t.Fatalf("token file: %v", err)
+	}
+	more = append(more, strings.TrimSpace(string(tok)))
+	if env, r := a.launchEnv(4602, 4602, "ENVLET_TOKEN_FILE="+tokFile); env["GROUP_KEY"] != more[0] {
+		t.Fatalf("token workload: %s", r)
+	}
+	a.runAs(4602, 4602, "", nil, bins.exec, "--", "env") // refused: no token
+	os.WriteFile(filepath.Join(a.dir, "bad-token"), []byte(strings.Repeat("0", 64)), 0o644)
+	a.runAs(4602, 4602, "", []string{"ENVLET_TOKEN_FILE=" + filepath.Join(a.dir, "bad-token")}, bins.exec, "--", "env")
+	a.cli("workload", "list")
+	a.cli("workload", "list", "--json")
+	a.cli("whoami")
+	a.runAs(0, 0, `{"id":"bad","user":"u","project":"p","match":{"uid":1},"runtime":{"A":"`+more[1]+`"},"bogus":1}`, nil, bins.envlet, "workload", "register", "-")
 	// The agent's environment and command line.
 	pid := a.cmd.Process.Pid
 	for _, f := range []string{"environ", "cmdline"} {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
-		for _, c := range canaries[:5] {
+		for _, c := range append(canaries[:5:5], more...) {
 			if strings.Contains(string(b), c) {
 				t.Errorf("canary in /proc/agent/%s", f)
 			}
@@ -91,8 +119,9 @@ func TestCanaries(t *testing.T) {
 	}
 	a.stop()
 	// Search with the config file aside: the platform default is in it by design.
-	a.noCanary(canaries[:5]...)
-	for _, c := range canaries {
+	os.Remove(tokFile) // the token file holds the token by design
+	a.noCanary(append(canaries[:5:5], more...)...)
+	for _, c := range append(canaries, more...) {
 		if strings.Contains(a.log.String(), c) {
 			t.Errorf("canary %s in the agent log", c)
 		}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +46,7 @@ type watchAgent struct {
 	served   chan wire.Request // every request served, when the test listens
 }
 
-func startWatchAgent(t *testing.T, entries ...wire.Entry) *watchAgent {
+func startWatchAgent(t testing.TB, entries ...wire.Entry) *watchAgent {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "el")
 	if err != nil {
@@ -185,7 +186,7 @@ func (p *supervised) errText() string {
 
 // superviseChild starts envlet-exec with args, then this test binary as
 // the program in the given child mode, with the agent at a.
-func superviseChild(t *testing.T, a *watchAgent, sys *syscall.SysProcAttr, mode string, env []string, args ...string) *supervised {
+func superviseChild(t testing.TB, a *watchAgent, sys *syscall.SysProcAttr, mode string, env []string, args ...string) *supervised {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -196,7 +197,7 @@ func superviseChild(t *testing.T, a *watchAgent, sys *syscall.SysProcAttr, mode 
 	return startSupervised(t, sys, env, args...)
 }
 
-func startSupervised(t *testing.T, sys *syscall.SysProcAttr, env []string, args ...string) *supervised {
+func startSupervised(t testing.TB, sys *syscall.SysProcAttr, env []string, args ...string) *supervised {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -241,7 +242,7 @@ func startSupervised(t *testing.T, sys *syscall.SysProcAttr, env []string, args 
 
 // expect reads the program's next line and fails unless it starts with
 // prefix; it returns the rest of the line.
-func (p *supervised) expect(t *testing.T, prefix string) string {
+func (p *supervised) expect(t testing.TB, prefix string) string {
 	t.Helper()
 	select {
 	case line, ok := <-p.lines:
@@ -259,7 +260,7 @@ func (p *supervised) expect(t *testing.T, prefix string) string {
 }
 
 // wait waits for envlet-exec to exit and returns its status.
-func (p *supervised) wait(t *testing.T) int {
+func (p *supervised) wait(t testing.TB) int {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -273,7 +274,7 @@ func (p *supervised) wait(t *testing.T) int {
 func (p *supervised) signal(sig syscall.Signal) { p.cmd.Process.Signal(sig) }
 
 // start reads a "start PID VALUE" line and returns PID and VALUE.
-func (p *supervised) start(t *testing.T) (int, string) {
+func (p *supervised) start(t testing.TB) (int, string) {
 	t.Helper()
 	pid, value, _ := strings.Cut(p.expect(t, "start "), " ")
 	n, err := strconv.Atoi(pid)
@@ -751,4 +752,58 @@ func TestParseOnChange(t *testing.T) {
 			t.Errorf("signalName(%d) = %q", sn.sig, got)
 		}
 	}
+}
+
+// BenchmarkWatchRestart: the time from a change the agent announces
+// (Changed) to the supervised program running with the new value: the
+// launcher's GetEnv, SIGTERM, reap, fork and exec, and the program's first
+// line; against the floor of starting the same program directly. The agent
+// is the test's own, so this is the launcher's share of a restart (see
+// e2e's BenchmarkWatchRestart for the whole path through envletd).
+//
+//	go test -run '^$' -bench WatchRestart -benchtime 1000x ./launcher/
+func BenchmarkWatchRestart(b *testing.B) {
+	prog := []string{"sh", "-c", `echo "$V"; exec sleep 1000000`}
+	a := startWatchAgent(b, set("V", "0"))
+	p := startSupervised(b, nil, []string{"PATH=/usr/bin:/bin", "ENVLET_SOCKET=" + a.sock},
+		append([]string{"--watch", "--"}, prog...)...)
+	p.expect(b, "0")
+
+	floor := make([]time.Duration, 0, 200)
+	for i := range 200 {
+		t0 := time.Now()
+		c := exec.Command(prog[0], prog[1:]...)
+		c.Env = []string{"PATH=/usr/bin:/bin", "V=" + strconv.Itoa(i)}
+		o, _ := c.StdoutPipe()
+		c.Start()
+		bufio.NewReader(o).ReadString('\n')
+		floor = append(floor, time.Since(t0))
+		c.Process.Kill()
+		c.Wait()
+	}
+
+	b.ResetTimer()
+	took := make([]time.Duration, 0, b.N)
+	for i := 1; i <= b.N; i++ {
+		v := strconv.Itoa(i)
+		t0 := time.Now()
+		a.set(set("V", v))
+		p.expect(b, v)
+		took = append(took, time.Since(t0))
+	}
+	b.StopTimer()
+	p50, p99, f50 := pct(took, 50), pct(took, 99), pct(floor, 50)
+	b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+	row := "%-58s %9s %9s\n"
+	b.Logf("\n"+row+row+row+"ratio p50 / floor p50: %.1f×", "over "+strconv.Itoa(len(took))+" changes", "p50", "p99",
+		"Changed -> supervised program restarted with the new value", p50.Round(time.Microsecond), p99.Round(time.Microsecond),
+		"floor: fork+exec of the same program to its first line", f50.Round(time.Microsecond), pct(floor, 99).Round(time.Microsecond),
+		float64(p50)/float64(f50))
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
 }
