@@ -113,7 +113,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.setPlatform()
 
-	snap, err := a.readStore(ctx)
+	snap, err := a.readStore(ctx, true)
 	if err != nil {
 		return fmt.Errorf("read store: %w", err)
 	}
@@ -274,7 +274,7 @@ func (a *Agent) follow(ctx context.Context, after fetch.Revision) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		snap, err := a.readStore(ctx)
+		snap, err := a.readStore(ctx, false)
 		if err != nil {
 			return fmt.Errorf("re-read store: %w", err)
 		}

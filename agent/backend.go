@@ -65,14 +65,18 @@ func (a *Agent) openBackend(keys *fetch.Keyring) (fetch.Backend, error) {
 // for a re-read. While the store is unavailable and there is nothing to
 // serve from (no snapshot file), it waits, retrying, rather than fail: the
 // agent goes on (or starts) as soon as etcd answers.
-func (a *Agent) readStore(ctx context.Context) (fetch.Snapshot, error) {
+func (a *Agent) readStore(ctx context.Context, first bool) (fetch.Snapshot, error) {
 	backoff := 500 * time.Millisecond
 	for {
 		snap, err := a.backend.Snapshot(ctx)
 		if err == nil || !errors.Is(err, fetch.ErrUnavailable) || ctx.Err() != nil {
 			return snap, err
 		}
-		a.log.Warn("waiting for the store: it is unavailable and there is no snapshot to serve from", "backend", a.backendName(), "error", err)
+		if first {
+			a.log.Warn("waiting for the store: it is unavailable and there is no snapshot to serve from; serving starts when it answers", "backend", a.backendName(), "error", err)
+		} else {
+			a.log.Warn("waiting for the store to re-read it; serving what the agent holds meanwhile", "backend", a.backendName(), "error", err)
+		}
 		select {
 		case <-ctx.Done():
 			return fetch.Snapshot{}, ctx.Err()

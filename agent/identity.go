@@ -16,7 +16,6 @@ type identity struct {
 	token []byte // the presented token, nil when none; aliases the request buffer
 }
 
-
 // identify completes p for matching: its cgroup and presented token. A
 // cgroup that cannot be read leaves cgErr set, so registrations that match
 // by uid or gid alone still match (those credentials are fixed at connect

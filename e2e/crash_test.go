@@ -26,7 +26,7 @@ func TestCrashDuringWrites(t *testing.T) {
 	t.Logf("seed %d", seed)
 
 	const writers = 4
-	acked := map[string]string{}           // key -> value acknowledged last
+	acked := map[string]string{}            // key -> value acknowledged last
 	pending := map[string]map[string]bool{} // key -> values sent but not acknowledged
 	var mu sync.Mutex
 	total, rounds := 0, 0

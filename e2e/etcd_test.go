@@ -88,7 +88,7 @@ func e2eConfig(t testing.TB, conf string) string {
 		if k, _, ok := strings.Cut(l, "="); ok && i < end && !strings.HasPrefix(strings.TrimSpace(l), "#") && last[strings.TrimSpace(k)] != i {
 			continue
 		}
-		if i == end && e2eBackend == "etcd" && last["etcd_endpoints"] == 0 {
+		if _, has := last["etcd_endpoints"]; i == end && e2eBackend == "etcd" && !has {
 			c := sharedE2EEtcd(t)
 			out = append(out, "etcd_endpoints = "+strings.Join(c.Endpoints(), ","), "etcd_prefix = "+uniquePrefix())
 		}

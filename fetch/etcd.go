@@ -327,6 +327,9 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 		}
 		break
 	}
+	if errors.Is(err, rpctypes.ErrTooManyOps) {
+		return 0, fmt.Errorf("commit: the change touches %d records, more than etcd's --max-txn-ops allows (default 128): raise it on the etcd servers", max(len(cmps), len(ops)))
+	}
 	if err != nil {
 		return 0, e.classify(ctx, "commit", err)
 	}

@@ -129,6 +129,13 @@ func TestEtcdCommit(t *testing.T) {
 	if _, err := e.Commit(context.Background(), Txn{Ops: []Op{{Key: ""}}}); err == nil {
 		t.Fatal("empty key accepted")
 	}
+	var big Txn
+	for i := 0; i < 200; i++ {
+		big.Ops = append(big.Ops, put(fmt.Sprint("big", i), "x"))
+	}
+	if _, err := e.Commit(context.Background(), big); err == nil || !strings.Contains(err.Error(), "--max-txn-ops") || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a transaction over etcd's limit: %v", err)
+	}
 }
 
 // TestEtcdSnapshotPages reads more records than one range request returns.

@@ -286,6 +286,16 @@ func (m *Mirror) watch(ctx context.Context, after Revision, out chan<- Batch) {
 func (m *Mirror) reread(ctx context.Context) (Snapshot, bool) {
 	backoff := 200 * time.Millisecond
 	for {
+		if m.health != nil && !m.health().Connected {
+			// Ask only once the probe reaches the remote: a read of an
+			// unreachable etcd takes its whole timeout.
+			select {
+			case <-ctx.Done():
+				return Snapshot{}, false
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
 		start := time.Now()
 		s, err := m.inner.Snapshot(ctx)
 		if err == nil {
