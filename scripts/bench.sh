@@ -65,8 +65,16 @@ if [[ " $* " == *" -only "* || " $* " == *" -only="* ]]; then
 else
   gobench=$(mktemp)
   trap 'rm -f "$gobench"' EXIT
-  log "Go micro-benchmarks"
-  go test -run '^$' -bench . -benchmem -benchtime 1s ./cache/ ./fetch/ ./agent/wire/ ./bench/... | grep -E '^(Benchmark|goos|goarch|cpu|pkg)' >"$gobench" || true
+  # Every Go benchmark of the tree: the parts', then the end-to-end ones of
+  # the features (each with the -benchtime its comment gives).
+  gobenchrun() {
+    log "go test $*"
+    echo "\$ go test $*" >>"$gobench"
+    go test "$@" 2>&1 | grep -E '^(Benchmark|pkg:|FAIL|---|ok )' >>"$gobench" || echo "(failed)" >>"$gobench"
+  }
+  gobenchrun -run '^$' -bench . -benchmem -benchtime 1s ./cache/ ./fetch/ ./agent/... ./launcher/ ./bench/...
+  gobenchrun -run '^$' -bench 'MountUpdate|WatchRestart' -benchtime 300x ./e2e/
+  gobenchrun -run '^$' -bench 'EtcdPropagation' -benchtime 1x ./e2e/
   args+=(-go-bench "$gobench")
 fi
 bin/bench/benchrun -out "$out" -cache "$cache" "${args[@]}"

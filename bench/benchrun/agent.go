@@ -32,6 +32,7 @@ type registration struct {
 	Project string            `json:"project"`
 	Match   map[string]uint32 `json:"match"`
 	Runtime map[string]string `json:"runtime,omitempty"`
+	Mount   bool              `json:"mount,omitempty"`
 }
 
 func benchRegistration(i, vars int, project string) registration {
@@ -46,13 +47,15 @@ func benchRegistration(i, vars int, project string) registration {
 
 // writeWorkloads drops n registrations of vars runtime variables each into
 // dir/workloads.d, the fast way to register many workloads before a start.
-func writeWorkloads(dir string, n, vars int, project func(i int) string) error {
+func writeWorkloads(dir string, n, vars int, project func(i int) string, mount bool) error {
 	wd := filepath.Join(dir, "workloads.d")
 	if err := os.MkdirAll(wd, 0o755); err != nil {
 		return err
 	}
 	for i := 0; i < n; i++ {
-		b, err := json.Marshal(benchRegistration(i, vars, project(i)))
+		reg := benchRegistration(i, vars, project(i))
+		reg.Mount = mount
+		b, err := json.Marshal(reg)
 		if err != nil {
 			return err
 		}
@@ -267,6 +270,7 @@ func (r *runner) agent(layout string) (*agentProc, error) {
 	}
 	dir := filepath.Join(r.work, layout)
 	var n int
+	var mount bool
 	project := func(int) string { return "bench" }
 	switch layout {
 	case "empty":
@@ -274,15 +278,13 @@ func (r *runner) agent(layout string) (*agentProc, error) {
 		n = 1000
 	case "load10k":
 		n = 10000
-	case "fanout":
-		n = 10000
-		project = fanoutProject
+
 	default:
 		return nil, fmt.Errorf("unknown layout %s", layout)
 	}
 	if n > 0 {
 		t := time.Now()
-		if err := writeWorkloads(dir, n, 64, project); err != nil {
+		if err := writeWorkloads(dir, n, 64, project, mount); err != nil {
 			return nil, err
 		}
 		logf("wrote %d registrations of 64 variables in %s", n, time.Since(t).Round(time.Millisecond))

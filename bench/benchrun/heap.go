@@ -34,7 +34,7 @@ func (r *runner) heapOf(n int) (*heapProfile, error) {
 	}
 	dir := filepath.Join(r.work, "heap")
 	defer os.RemoveAll(dir)
-	if err := writeWorkloads(dir, n, 64, func(int) string { return "bench" }); err != nil {
+	if err := writeWorkloads(dir, n, 64, func(int) string { return "bench" }, false); err != nil {
 		return nil, err
 	}
 	out := filepath.Join(r.work, "heap.pb")

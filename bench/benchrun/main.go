@@ -25,21 +25,22 @@ import (
 var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register"}
 
 type options struct {
-	out       string
-	bin       string // envletd, envlet, envlet-exec
-	benchBin  string // barelauncher, floorserver
-	cache     string // heavy peers: sops, dotenvx; age and direnv come from Debian
-	only      map[string]bool
-	loadDur   time.Duration
-	fastRuns  int
-	slowRuns  int
-	fanReps   int
-	startReps int
-	regMax    int
-	regBudget time.Duration
-	goBench   string // file holding `go test -bench` output to include
-	keep      bool
-	repo      string
+	out          string
+	bin          string // envletd, envlet, envlet-exec
+	benchBin     string // barelauncher, floorserver
+	cache        string // heavy peers: sops, dotenvx; age and direnv come from Debian
+	only         map[string]bool
+	loadDur      time.Duration
+	fastRuns     int
+	slowRuns     int
+	fanReps      int
+	mountTimeout time.Duration
+	startReps    int
+	regMax       int
+	regBudget    time.Duration
+	goBench      string // file holding `go test -bench` output to include
+	keep         bool
+	repo         string
 }
 
 func main() {
@@ -68,6 +69,7 @@ func run(args []string) int {
 	fs.IntVar(&o.fastRuns, "runs", 1000, "hyperfine runs for commands of a few ms")
 	fs.IntVar(&o.slowRuns, "slow-runs", 30, "hyperfine runs for sops and direnv (dotenvx: a third)")
 	fs.IntVar(&o.fanReps, "fanout-reps", 15, "changes timed in the fan-out benchmark")
+	fs.DurationVar(&o.mountTimeout, "mount-timeout", 4*time.Minute, "longest wait for 10,000 mounts to be rewritten")
 	fs.IntVar(&o.startReps, "start-reps", 3, "starts timed per store size")
 	fs.IntVar(&o.regMax, "register-max", 2000, "workloads registered through the API at most")
 	fs.DurationVar(&o.regBudget, "register-budget", 60*time.Second, "time allowed for API registration")

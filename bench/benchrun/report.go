@@ -157,8 +157,9 @@ func (r *report) markdown(o options) string {
 		b.WriteString("\n")
 	}
 	if r.goBench != "" {
-		b.WriteString("## Component micro-benchmarks\n\n")
-		b.WriteString("`go test -run '^$' -bench . -benchmem ./cache/ ./fetch/ ./agent/wire/ ./bench/...` — Go benchmarks of the parts; no baseline of their own, kept to spot regressions between runs.\n\n")
+		b.WriteString("## Go benchmarks\n\n")
+		b.WriteString("Every `go test` benchmark in the tree, run by scripts/bench.sh before the harness, each command as run. The parts' benchmarks (cache, fetch, wire…) set themselves against their own floors where they have one (`…/floor`, `…/heap` rows); ")
+		b.WriteString("the end-to-end ones in e2e/ belong to their features (mounts, `--watch` restarts, etcd) and report p50/p99 in their own units.\n\n")
 		b.WriteString("```\n" + strings.TrimSpace(r.goBench) + "\n```\n")
 	}
 	return b.String()

@@ -134,7 +134,7 @@ func (r *runner) register() error {
 	// The file route: write the files, start, READY.
 	fileDir := filepath.Join(r.work, "register-files")
 	t := time.Now()
-	if err := writeWorkloads(fileDir, target, 64, func(int) string { return "bench" }); err != nil {
+	if err := writeWorkloads(fileDir, target, 64, func(int) string { return "bench" }, false); err != nil {
 		return err
 	}
 	fa, err := startAgent(bin(r.o.bin, "envletd"), fileDir)
