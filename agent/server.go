@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,8 +77,7 @@ func (a *Agent) acceptWorkloads(ctx context.Context, l *net.UnixListener, lim *c
 		}
 		s, msg := lim.acquire(p.uid)
 		if s == nil {
-			c.Write(wire.AppendError(nil, CodeTooManyConnections, msg)) // a fresh socket's buffer takes it
-			c.Close()
+			lim.refuse(c, wire.AppendError(nil, CodeTooManyConnections, msg))
 			continue
 		}
 		p.accepted = accepted
@@ -171,11 +172,66 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
 }
 
 // refuse logs and audits a refusal, then answers with an Error frame: the
-// record exists by the time the peer learns it was refused.
+// record exists by the time the peer learns it was refused. A uid whose
+// refusals come faster than the audit budget allows (auditBurst, then
+// auditRate per second) has the excess counted instead, and the count goes
+// into its next record, so a peer that hammers the socket with bad requests
+// cannot flood the audit log or the agent's log.
 func (a *Agent) refuse(c *net.UnixConn, p peer, code, msg string) {
-	a.log.Info("refused", "code", code, "reason", msg, "pid", p.pid, "uid", p.uid)
-	a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: msg, Socket: "workload"}, &p, a.userName(p.uid))
+	if ok, skipped := a.limiter("workload").auditBudget(p.uid); ok {
+		reason := msg
+		if skipped > 0 {
+			reason = fmt.Sprintf("%s (and %d earlier refusals of this uid not recorded one by one: too many)", msg, skipped)
+		}
+		a.log.Info("refused", "code", code, "reason", reason, "pid", p.pid, "uid", p.uid)
+		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Socket: "workload"}, &p, a.userName(p.uid))
+	}
 	c.Write(wire.AppendError(nil, code, msg))
+}
+
+// The audit budget of refusals per uid: a burst, then a steady rate.
+const (
+	auditBurst = 50
+	auditRate  = 5 // per second
+)
+
+type auditBucket struct {
+	tokens  float64
+	last    time.Time
+	skipped int
+}
+
+// auditBudget says whether a refusal of uid may be recorded, and how many
+// were skipped since the last one that was.
+func (l *connLimiter) auditBudget(uid uint32) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	b := l.buckets[uid]
+	if b == nil {
+		if len(l.buckets) > 4096 {
+			for u, x := range l.buckets {
+				if now.Sub(x.last) > time.Minute && x.skipped == 0 {
+					delete(l.buckets, u)
+				}
+			}
+		}
+		b = &auditBucket{tokens: auditBurst, last: now}
+		l.buckets[uid] = b
+	}
+	b.tokens = min(auditBurst, b.tokens+now.Sub(b.last).Seconds()*auditRate)
+	b.last = now
+	if b.tokens < 1 {
+		if b.skipped == 0 {
+			l.a.log.Warn("refusals of a uid come too fast to record each; counting them", "uid", uid, "socket", l.socket)
+		}
+		b.skipped++
+		return false, 0
+	}
+	b.tokens--
+	n := b.skipped
+	b.skipped = 0
+	return true, n
 }
 
 // connLimiter counts the connections a socket holds, in all and per uid.
@@ -190,6 +246,8 @@ type connLimiter struct {
 	perUID           map[uint32]int
 	refused          map[uint32]*refusals
 	lastAcceptReport time.Time
+	lingering        atomic.Int32 // refused connections being drained (refuse)
+	buckets          map[uint32]*auditBucket
 }
 
 type refusals struct {
@@ -210,7 +268,7 @@ func (a *Agent) limiter(socket string) *connLimiter {
 		return l
 	}
 	l := &connLimiter{a: a, socket: socket, max: a.cfg.MaxConns, maxPerUID: a.cfg.MaxConnsPerUID,
-		perUID: map[uint32]int{}, refused: map[uint32]*refusals{}}
+		perUID: map[uint32]int{}, refused: map[uint32]*refusals{}, buckets: map[uint32]*auditBucket{}}
 	if l.max <= 0 {
 		l.max = 1024
 	}
@@ -313,6 +371,32 @@ func (l *connLimiter) held() (int, map[uint32]int) {
 	return l.total, by
 }
 
+// maxLingering bounds the refused connections being drained at once.
+const maxLingering = 64
+
+// refuse answers a connection over the limits and closes it. Closing at
+// once would race the peer's request: a peer that writes after the close
+// gets EPIPE and never reads the answer. So the write side is shut (the
+// peer reads the answer, then EOF), what the peer sends is read and
+// dropped for up to a second, then the connection closes. At most
+// maxLingering refusals linger; beyond that, under a flood, they close at
+// once.
+func (l *connLimiter) refuse(c *net.UnixConn, answer []byte) {
+	c.Write(answer) // a fresh socket's buffer takes it
+	if l.lingering.Add(1) > maxLingering {
+		l.lingering.Add(-1)
+		c.Close()
+		return
+	}
+	c.CloseWrite()
+	go func() {
+		defer l.lingering.Add(-1)
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.CopyN(io.Discard, c, 64<<10)
+		c.Close()
+	}()
+}
+
 // noteAcceptError logs an accept failure at most once per refuseEvery.
 func (l *connLimiter) noteAcceptError(err error) {
 	l.mu.Lock()
@@ -347,9 +431,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		s, msg := l.lim.acquire(p.uid)
 		if s == nil {
 			body := fmt.Sprintf(`{"error":{"code":%q,"message":%q}}`+"\n", CodeTooManyConnections, msg)
-			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-			c.Close()
+			l.lim.refuse(c, fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body))
 			continue
 		}
 		return &limitedConn{UnixConn: c, slot: s}, nil

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/envlet/envlet/cache"
 )
@@ -223,5 +224,30 @@ func TestConnLimiter(t *testing.T) {
 	}
 	if total, by := l.held(); total != 0 || len(by) != 0 {
 		t.Fatalf("after release: %d %v", total, by)
+	}
+}
+
+// TestAuditBudget: a uid's refusals are recorded one by one up to the
+// burst, then counted, and the count goes into the next record.
+func TestAuditBudget(t *testing.T) {
+	a := testAgent(t)
+	l := a.limiter("test")
+	for i := 0; i < auditBurst; i++ {
+		if ok, _ := l.auditBudget(7); !ok {
+			t.Fatalf("refusal %d of the burst not recorded", i+1)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		if ok, _ := l.auditBudget(7); ok {
+			t.Fatal("over the burst, a refusal was recorded")
+		}
+	}
+	if ok, _ := l.auditBudget(8); !ok {
+		t.Fatal("another uid shares the budget")
+	}
+	l.buckets[7].last = l.buckets[7].last.Add(-time.Second) // a second passes
+	ok, skipped := l.auditBudget(7)
+	if !ok || skipped != 10 {
+		t.Fatalf("after a second: %v, %d skipped", ok, skipped)
 	}
 }

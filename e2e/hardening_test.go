@@ -92,8 +92,11 @@ func helperFlood(sock string, n int, mode string) int {
 			fmt.Println("dial-error", err)
 			continue
 		}
-		if mode == "partial" {
+		switch mode {
+		case "partial":
 			c.Write([]byte("ENVL\x01"))
+		case "garbage":
+			c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 		}
 		conns = append(conns, c)
 	}
@@ -209,6 +212,43 @@ func TestFloodFromOneUID(t *testing.T) {
 		if try > 5 || !strings.Contains(r.stderr, "TOO_MANY_CONNECTIONS") {
 			t.Fatalf("after the flood: %s", r)
 		}
+	}
+}
+
+// TestGarbageFlood: a uid that sends hundreds of malformed requests is
+// refused each time, but the audit log records a bounded number of them
+// one by one and counts the rest.
+func TestGarbageFlood(t *testing.T) {
+	a := startAgentConf(t, "max_conns_per_uid = 1000\n", "")
+	cmd := helperCmd(t, "flood", a.workSock, "400", "garbage")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4977, Gid: 4977}}
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	answers := 0
+	for answers < 400 && sc.Scan() {
+		switch l := sc.Text(); l {
+		case "connected":
+		case "code BAD_REQUEST":
+			answers++
+		default:
+			t.Fatalf("unexpected answer %q", l)
+		}
+	}
+	b, _ := os.ReadFile(a.audit)
+	records := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `"code":"BAD_REQUEST"`) && strings.Contains(l, `"uid":4977`) {
+			records++
+		}
+	}
+	// 50 at once, then 5 a second.
+	if answers != 400 || records < 50 || records > 100 {
+		t.Fatalf("%d answers, %d audit records of 400 refusals", answers, records)
 	}
 }
 

@@ -44,6 +44,9 @@ func startWatch(t *testing.T, a *agentProc, uid uint32, args ...string) *watched
 	p.cmd.Dir = "/"
 	p.cmd.Stdout, p.cmd.Stderr = w, p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	// The program holds stderr too: give up on the pipe soon after the
+	// launcher has gone, should the program outlive it.
+	p.cmd.WaitDelay = time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -63,9 +66,6 @@ func startWatch(t *testing.T, a *agentProc, uid uint32, args ...string) *watched
 		}
 		close(p.done)
 	}()
-	// The program holds stderr too: give up on the pipe soon after the
-	// launcher has gone, should the program outlive it.
-	p.cmd.WaitDelay = time.Second
 	t.Cleanup(func() {
 		// SIGTERM reaches the program through the launcher.
 		p.cmd.Process.Signal(syscall.SIGTERM)

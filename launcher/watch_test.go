@@ -207,6 +207,9 @@ func startSupervised(t testing.TB, sys *syscall.SysProcAttr, env []string, args 
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = w, p
 	p.cmd.SysProcAttr = sys
+	// The program holds stderr too: give up on the pipe soon after the
+	// launcher has gone, should the program outlive it.
+	p.cmd.WaitDelay = time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +234,15 @@ func startSupervised(t testing.TB, sys *syscall.SysProcAttr, env []string, args 
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
+		// SIGTERM reaches the program through the launcher; SIGKILL would
+		// leave it running.
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(guard):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
 		if t.Failed() {
 			t.Logf("envlet-exec stderr:\n%s", p.errText())
 		}
