@@ -199,6 +199,11 @@ func superviseChild(t testing.TB, a *watchAgent, sys *syscall.SysProcAttr, mode 
 
 func startSupervised(t testing.TB, sys *syscall.SysProcAttr, env []string, args ...string) *supervised {
 	t.Helper()
+	return startSupervisedStdin(t, sys, nil, env, args...)
+}
+
+func startSupervisedStdin(t testing.TB, sys *syscall.SysProcAttr, stdin *os.File, env []string, args ...string) *supervised {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +211,9 @@ func startSupervised(t testing.TB, sys *syscall.SysProcAttr, env []string, args 
 	p := &supervised{cmd: exec.Command(bin, args...), lines: make(chan string, 100), done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = w, p
+	if stdin != nil {
+		p.cmd.Stdin = stdin
+	}
 	p.cmd.SysProcAttr = sys
 	// The program holds stderr too: give up on the pipe soon after the
 	// launcher has gone, should the program outlive it.
@@ -313,6 +321,10 @@ func child(mode string) int {
 	}
 	switch mode {
 	case "record":
+	case "tty":
+		// Whether we hold the terminal on stdin: its foreground group is ours.
+		fg, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+		say("foreground " + strconv.FormatBool(err == nil && fg == unix.Getpgrp()))
 	case "orphan":
 		if code := orphan(say); code != 0 {
 			return code
@@ -622,6 +634,55 @@ func TestWatchReconnect(t *testing.T) {
 	if strings.Count(got, "envlet-exec: WATCH_LOST: ") != 2 || strings.Count(got, "envlet-exec: WATCH_RESUMED: ") != 2 {
 		t.Fatalf("stderr %q; want two WATCH_LOST and two WATCH_RESUMED notes", got)
 	}
+}
+
+// On a terminal (docker run -it, a shell) the program gets the terminal's
+// foreground: ^C reaches it once, from the terminal, not a second time
+// through the launcher.
+func TestWatchTerminal(t *testing.T) {
+	t.Parallel()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skip("no pseudo-terminals here:", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	go io.Copy(io.Discard, ptmx) // the terminal's echo
+
+	a := startWatchAgent(t, set("V", "one"))
+	self, _ := os.Executable()
+	// The launcher as a session leader with the terminal as its own, as a
+	// shell or docker run -it makes it.
+	sys := &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	q := startSupervisedStdin(t, sys, pts, []string{"PATH=/usr/bin:/bin", "ENVLET_SOCKET=" + a.sock, "ELTEST_CHILD=tty"},
+		"--watch", "--", self)
+	q.expect(t, "foreground true")
+	q.start(t)
+	ptmx.Write([]byte{3}) // ^C
+	q.expect(t, "INT")
+	q.signal(syscall.SIGUSR1)
+	q.expect(t, "USR1") // not a second INT
+	// A restart hands the terminal to the new program.
+	a.set(set("V", "two"))
+	q.expect(t, "TERM")
+	q.expect(t, "foreground true")
+	if _, v := q.start(t); v != "two" {
+		t.Fatalf("V=%q", v)
+	}
+	q.signal(syscall.SIGTERM)
+	q.expect(t, "TERM")
+	q.wait(t)
 }
 
 // As PID 1 of a PID namespace, as in a container, the launcher reaps the
