@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sort"
@@ -87,7 +88,15 @@ func (a *Agent) adminHandler() http.Handler {
 					e = &Error{Code: CodeInternal, Message: "internal error; see the agent log"}
 				}
 				if e.Code == CodeDenied {
-					a.audit.write(auditRecord{Action: "refuse", Code: e.Code, Reason: e.Message, Request: r.Method + " " + r.URL.Path, Socket: "admin"}, &c.peer, c.user)
+					// The workload socket's per-uid budget (server.go): a
+					// flood of refusals is counted, not recorded one by one.
+					if ok, skipped := a.limiter("admin").auditBudget(c.peer.uid); ok {
+						reason := e.Message
+						if skipped > 0 {
+							reason = fmt.Sprintf("%s (and %d earlier refusals of this uid not recorded one by one: too many)", e.Message, skipped)
+						}
+						a.audit.write(auditRecord{Action: "refuse", Code: e.Code, Reason: reason, Request: r.Method + " " + r.URL.Path, Socket: "admin"}, &c.peer, c.user)
+					}
 				}
 				writeErr(w, e)
 				return
@@ -168,6 +177,9 @@ func decodeBody(r *http.Request, v any) error {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
 			return errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
+		}
+		if errors.Is(err, errBodyBusy) {
+			return errorf(CodeBusy, "the agent is reading too many request bodies; retry")
 		}
 		return errorf(CodeInvalidRequest, "read request body: %v", err)
 	}
@@ -273,6 +285,8 @@ func (a *Agent) apiStatus(r *http.Request, c *caller) (any, int, error) {
 		"uptime_seconds": int64(time.Since(a.started).Seconds()),
 		"memory_locked":  st.Locked,
 		"locked_bytes":   st.LockedBytes,
+		// Admin request bodies and replies, in their own pool (wipe.go).
+		"body_locked_bytes": bodyPool.Stats().LockedBytes,
 	}
 	for k, v := range a.backendStatus() { // backend, connected, stale_seconds, …
 		out[k] = v
@@ -546,7 +560,19 @@ func (a *Agent) projectFor(r *http.Request, c *caller, role string) (string, err
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	p := a.model.liveProject(name)
+	denied := func() error {
+		if !validIdent(name) {
+			name = "(invalid name)"
+		}
+		return errorf(CodeDenied, "%s is not %s of project %s", c.user, map[string]string{"member": "a member", "owner": "an owner"}[role], name)
+	}
 	if p == nil {
+		// Only admins learn that a project does not exist: to anyone else
+		// a missing project is refused as one they are not in, so the
+		// reply does not tell which projects exist.
+		if !c.admin {
+			return "", denied()
+		}
 		if !validIdent(name) {
 			return "", errorf(CodeProjectNotFound, "no such project")
 		}
@@ -556,7 +582,7 @@ func (a *Agent) projectFor(r *http.Request, c *caller, role string) (string, err
 	if got == "admin" || got == "owner" || (got == "member" && role == "member") {
 		return name, nil
 	}
-	return "", errorf(CodeDenied, "%s is not %s of project %s", c.user, map[string]string{"member": "a member", "owner": "an owner"}[role], name)
+	return "", denied()
 }
 
 func (a *Agent) apiGetProject(r *http.Request, c *caller) (any, int, error) {
@@ -762,6 +788,9 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 		return nil, 0, errorf(CodeDenied, "only admins register workloads")
 	}
 	buf, err := readBody(bodyPool, r.Body, r.ContentLength, maxBodyBytes)
+	if errors.Is(err, errBodyBusy) {
+		return nil, 0, errorf(CodeBusy, "the agent is reading too many request bodies; retry")
+	}
 	if err != nil {
 		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
 	}
@@ -830,6 +859,11 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 	switch {
 	case id != "" && user == "" && project == "":
 		if w = a.workloads[id]; w == nil {
+			if !c.admin {
+				// As for a workload of another user: no hint that it
+				// does not exist.
+				return nil, 0, errorf(CodeDenied, "%s may explain only their own workloads", c.user)
+			}
 			return nil, 0, errorf(CodeWorkloadNotFound, "workload %s is not registered", clipIdent(id))
 		}
 		user, project = w.reg.User, w.reg.Project

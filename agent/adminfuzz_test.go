@@ -107,7 +107,7 @@ var knownCodes = map[string]bool{
 	CodeAlreadyExists: true, CodeNotFound: true, CodeSecretTooLarge: true, CodeDenied: true,
 	CodeInvalidRequest: true, CodeProjectNotFound: true, CodeProjectExists: true, CodeWorkloadNotFound: true,
 	CodeWorkloadExists: true, CodeGroupNotFound: true, CodeGroupExists: true, CodeNotFoundGeneric: true,
-	CodeUnavailable: true, CodeUnsupported: true,
+	CodeUnavailable: true, CodeUnsupported: true, CodeBusy: true,
 }
 
 // fuzzCanary sits in seed bodies where values go. It holds characters no

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -31,6 +32,23 @@ type auditLog struct {
 	f       *os.File
 	key     *cache.Buf // the audit key, in locked memory
 	journal bool       // also send each line to journald
+
+	// One keyed HMAC, made on first use and Reset for each sum: a new one
+	// per call would leave a copy of the key (its pads) in the heap each
+	// time.
+	macMu sync.Mutex
+	mac   hash.Hash
+}
+
+// keyed returns the audit log's HMAC, reset, with macMu held; the caller
+// unlocks it.
+func (l *auditLog) keyed() hash.Hash {
+	l.macMu.Lock()
+	if l.mac == nil {
+		l.mac = hmac.New(sha256.New, l.key.Bytes())
+	}
+	l.mac.Reset()
+	return l.mac
 }
 
 // auditKeySize is the length of the audit key: 32 random bytes.
@@ -154,7 +172,8 @@ func (l *auditLog) sum(value []byte) string {
 	if l == nil || l.key == nil {
 		return ""
 	}
-	m := hmac.New(sha256.New, l.key.Bytes())
+	m := l.keyed()
+	defer l.macMu.Unlock()
 	m.Write(value)
 	s := hex.EncodeToString(m.Sum(nil))
 	m.Write(zeroBlock[:]) // the hash's block buffer held the value's tail
@@ -171,7 +190,8 @@ func (l *auditLog) sums(entries []wire.Entry) map[string]string {
 		return nil
 	}
 	out := make(map[string]string, len(entries))
-	m := hmac.New(sha256.New, l.key.Bytes())
+	m := l.keyed()
+	defer l.macMu.Unlock()
 	var sum [sha256.Size]byte
 	for _, e := range entries {
 		if !e.Unset {

@@ -29,6 +29,7 @@ const (
 	CodeNotFoundGeneric  = "NOT_FOUND"
 	CodeUnavailable      = "BACKEND_UNAVAILABLE"
 	CodeInternal         = "INTERNAL"
+	CodeBusy             = "BUSY" // request bodies in flight hold all the memory allowed them (wipe.go)
 
 	// Workload socket refusals.
 	CodeWorkloadUnknown   = "WORKLOAD_UNKNOWN"
@@ -71,7 +72,7 @@ func httpStatus(code string) int {
 		return http.StatusNotFound
 	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists, CodeGroupExists:
 		return http.StatusConflict
-	case CodeUnavailable:
+	case CodeUnavailable, CodeBusy:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

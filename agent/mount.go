@@ -78,6 +78,7 @@ type mountJob struct {
 	keep    map[string]bool // sweep: the ids whose mounts stay
 	owner   mountOwner
 	rev     fetch.Revision
+	sum     [32]byte   // the digest of what it writes (mounter.digest)
 	buf     *cache.Buf // every value, back to back
 	vars    []mountVar // the environment, sorted by name, cleared names left out
 	secrets []mountVar // secrets/NAME
@@ -103,11 +104,14 @@ type mounter struct {
 
 	mu      sync.Mutex
 	pending map[string]*mountJob
-	queue   []string // ids of pending, in the order they were first queued
+	queue   []string            // ids of pending, in the order they were first queued
+	writing *mountJob           // the job the writer took off pending and is doing
+	written map[string][32]byte // by id: the digest of the version its link was last swapped to
 	wake    chan struct{}
 	done    bool
 
-	jobDone chan string // tests: the id of each job done
+	jobDone     chan string     // tests: the id of each job done
+	beforeWrite func(*mountJob) // tests: called by the writer before it writes a job
 }
 
 func newMounter(dir string, log hclog.Logger, pool *cache.Pool) *mounter {
@@ -116,6 +120,7 @@ func newMounter(dir string, log hclog.Logger, pool *cache.Pool) *mounter {
 		chown:   os.Geteuid() == 0,
 		state:   map[string][32]byte{},
 		pending: map[string]*mountJob{},
+		written: map[string][32]byte{},
 		wake:    make(chan struct{}, 1),
 	}
 	rand.Read(m.key[:])
@@ -144,12 +149,21 @@ func (m *mounter) enqueue(j *mountJob) {
 	}
 }
 
-// isPending reports whether a job for id waits for the writer.
-func (m *mounter) isPending(id string) bool {
+// holds reports whether id's mount has, or will have without a new job,
+// the version whose digest is sum: a job for it waits for the writer or is
+// being written (taken off pending, its link not swapped yet), or it was
+// written and its link is still there (not removed by hand).
+func (m *mounter) holds(id string, sum [32]byte) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := m.pending[id]
-	return ok
+	if j := m.pending[id]; j != nil {
+		return !j.remove && j.sum == sum
+	}
+	if j := m.writing; j != nil && j.id == id {
+		return !j.remove && j.sum == sum
+	}
+	w, ok := m.written[id]
+	return ok && w == sum && m.present(id)
 }
 
 // Run writes queued jobs until ctx ends. Mounts stay on disk when the agent
@@ -181,8 +195,12 @@ func (m *mounter) Run(ctx context.Context) error {
 			m.queue = m.queue[1:]
 			j := m.pending[id]
 			delete(m.pending, id)
+			m.writing = j
 			m.mu.Unlock()
 			m.do(j)
+			m.mu.Lock()
+			m.writing = nil
+			m.mu.Unlock()
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -195,11 +213,15 @@ func (m *mounter) do(j *mountJob) {
 	if m.jobDone != nil {
 		defer func() { m.jobDone <- j.id }()
 	}
+	if m.beforeWrite != nil {
+		m.beforeWrite(j)
+	}
 	start := time.Now()
 	switch {
 	case j.id == "":
 		m.sweep(j.keep)
 	case j.remove:
+		m.setWritten(j.id, nil)
 		if err := m.remove(j.id); err != nil {
 			m.log.Error("remove mount", "workload", j.id, "error", err)
 			return
@@ -208,10 +230,25 @@ func (m *mounter) do(j *mountJob) {
 	default:
 		version, err := m.write(j)
 		if err != nil {
+			// Not known to hold j: the next resolution writes it again.
+			m.setWritten(j.id, nil)
 			m.log.Error("write mount", "workload", j.id, "revision", j.rev, "error", err)
 			return
 		}
+		m.setWritten(j.id, &j.sum)
 		m.log.Debug("mount written", "workload", j.id, "revision", j.rev, "version", version, "took", time.Since(start))
+	}
+}
+
+// setWritten records the digest of the version id's link now points to
+// (nil: none known).
+func (m *mounter) setWritten(id string, sum *[32]byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sum == nil {
+		delete(m.written, id)
+	} else {
+		m.written[id] = *sum
 	}
 }
 
@@ -471,10 +508,13 @@ func (m *mounter) takeBack(fd int) {
 }
 
 // updateMount queues a new version of w's mount when its content or owner
-// changed since the last one, or when the mount went missing; it queues the
-// removal of a mount the registration no longer asks for. Called from
-// afterResolve with a.mu held for writing: it only hashes, copies and
-// queues.
+// changed since the last one, or when the mount went missing or its last
+// write failed; it queues the removal of a mount the registration no longer
+// asks for. A resolution that changes nothing of the mount queues nothing,
+// even while the writer is busy writing that very version (a registration
+// is resolved twice in a row: when it is put, and with the batch that
+// brought it). Called from afterResolve with a.mu held for writing: it only
+// hashes, copies and queues.
 func (a *Agent) updateMount(w *workload, res []resolved) {
 	m := a.mounts
 	id := w.reg.ID
@@ -488,7 +528,7 @@ func (a *Agent) updateMount(w *workload, res []resolved) {
 	owner := ownerOf(w.reg.Match)
 	secrets := a.mountSecrets(w)
 	sum := m.digest(owner, res, secrets)
-	if old, ok := m.state[id]; ok && old == sum && (m.isPending(id) || m.present(id)) {
+	if old, ok := m.state[id]; ok && old == sum && m.holds(id, sum) {
 		return
 	}
 	m.state[id] = sum
@@ -500,7 +540,7 @@ func (a *Agent) updateMount(w *workload, res []resolved) {
 	for _, s := range secrets {
 		size += len(s.value)
 	}
-	j := &mountJob{id: id, owner: owner, rev: a.model.rev, buf: m.pool.Alloc(size)}
+	j := &mountJob{id: id, owner: owner, rev: a.model.rev, sum: sum, buf: m.pool.Alloc(size)}
 	buf := j.buf.Bytes()[:0]
 	for _, r := range res {
 		if len(r.value) == 0 {
@@ -529,7 +569,7 @@ func (a *Agent) updateMount(w *workload, res []resolved) {
 	m.enqueue(j)
 }
 
-// present reports whether id's link exists. Called with a.mu held.
+// present reports whether id's link exists. Called with m.mu held.
 func (m *mounter) present(id string) bool {
 	_, err := os.Lstat(filepath.Join(m.dir, id))
 	return err == nil
@@ -598,5 +638,6 @@ func (m *mounter) digest(o mountOwner, res []resolved, secrets []mountSecret) [3
 	}
 	var sum [32]byte
 	h.Sum(sum[:0])
+	h.Write(zeroBlock[:]) // the hash's block buffer held the last value's tail (audit.go)
 	return sum
 }

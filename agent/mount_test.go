@@ -386,3 +386,59 @@ func TestMountCoalesce(t *testing.T) {
 		}
 	}
 }
+
+// TestMountHolds: the version the writer is busy writing counts as held,
+// so a resolution that changes nothing queues no second write of it (a
+// registration is resolved twice in a row: when it is put, and with the
+// batch that brought it); once written it is held while its link is there;
+// a version whose write failed, or whose link was removed, is not.
+func TestMountHolds(t *testing.T) {
+	m := testMounter(t)
+	m.jobDone = make(chan string, 10)
+	writing, release := make(chan string), make(chan struct{})
+	m.beforeWrite = func(j *mountJob) {
+		writing <- j.id
+		<-release
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	one, two := [32]byte{1}, [32]byte{2}
+	j := job(m, "a", 1, owner(4242, 4242), map[string]string{"A": "1"}, nil)
+	j.sum = one
+	m.enqueue(j)
+	if id := <-writing; id != "a" {
+		t.Fatalf("writing %q", id)
+	}
+	if !m.holds("a", one) || m.holds("a", two) {
+		t.Errorf("while being written: holds(one) %v holds(two) %v, want true false", m.holds("a", one), m.holds("a", two))
+	}
+	release <- struct{}{}
+	<-m.jobDone
+	if !m.holds("a", one) || m.holds("a", two) {
+		t.Errorf("written: holds(one) %v holds(two) %v, want true false", m.holds("a", one), m.holds("a", two))
+	}
+	if err := os.Remove(filepath.Join(m.dir, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if m.holds("a", one) {
+		t.Error("held after its link was removed")
+	}
+
+	// A write that fails (something not a directory where its versions
+	// go) leaves nothing held.
+	if err := os.WriteFile(filepath.Join(m.dir, ".b"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j = job(m, "b", 1, owner(4242, 4242), map[string]string{"B": "1"}, nil)
+	j.sum = one
+	m.enqueue(j)
+	<-writing
+	release <- struct{}{}
+	<-m.jobDone
+	if m.holds("b", one) {
+		t.Error("held after its write failed")
+	}
+}

@@ -41,6 +41,7 @@ func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, err
 			continue
 		}
 		if errors.Is(err, fetch.ErrUnavailable) {
+			a.log.Warn("write refused: the store is unavailable", "error", err)
 			return 0, errorf(CodeUnavailable, "the backend is unavailable; nothing was changed")
 		}
 		if err != nil {

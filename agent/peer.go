@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -224,17 +225,35 @@ func bootTicks() uint64 {
 }
 
 // userName maps a uid to its passwd name, or the number when it has none.
+// A name found is cached for nameTTL, so a user renamed or removed is seen
+// within that time; a uid with no name is looked up again each time (a
+// user created later gets its name at once).
 func (a *Agent) userName(uid uint32) string {
 	if n, ok := a.names.Load(uid); ok {
-		return n.(string)
+		if c := n.(cachedName); time.Since(c.at) < nameTTL {
+			return c.name
+		}
+		a.names.Delete(uid)
 	}
 	name := strconv.FormatUint(uint64(uid), 10)
-	if u, err := user.LookupId(name); err == nil {
-		name = u.Username
+	if u, err := lookupUID(name); err == nil {
+		a.names.Store(uid, cachedName{u.Username, time.Now()})
+		return u.Username
 	}
-	a.names.Store(uid, name)
 	return name
 }
+
+type cachedName struct {
+	name string
+	at   time.Time
+}
+
+// nameTTL is how long a uid's name is trusted; lookupUID is user.LookupId,
+// a variable for tests.
+var (
+	nameTTL   = 60 * time.Second
+	lookupUID = user.LookupId
+)
 
 // isAdmin: root, a process in the admin group, or in -dev the user who
 // started the agent. The supplementary groups come from /proc through

@@ -197,7 +197,9 @@ func (w *workload) free() {
 }
 
 // putWorkload adds or replaces a registration. Called with a.mu held. A file
-// registration may not take an id the API holds, and the reverse.
+// registration may not take an id the API holds, and the reverse. A file
+// registration is resolved here; an API one (from apply) by the
+// resolveTouched that follows.
 func (a *Agent) putWorkload(r *Registration, source string) error {
 	if old := a.workloads[r.ID]; old != nil && old.source != source {
 		return errorf(CodeWorkloadExists, "workload %s is already registered (%s)", r.ID, old.source)
@@ -222,6 +224,13 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 		old.free()
 	}
 	a.workloads[r.ID] = w
+	if source == sourceAPI {
+		// Put by apply, from a batch or a full read of the store: its
+		// resolveTouched resolves w once the whole batch is in, at its
+		// revision (resolving here too would do it twice, the first time
+		// at the revision before).
+		return nil
+	}
 	a.resolveWorkload(w)
 	return nil
 }

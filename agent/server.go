@@ -118,7 +118,7 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot) {
 	c.SetDeadline(time.Now().Add(timeout))
 	var buf [2048]byte
 	defer clear(buf[:]) // the token
-	t, payload, err := wire.ReadFrame(c, buf[:])
+	t, payload, err := wire.ReadRequest(c, buf[:])
 	if err != nil {
 		a.refuse(c, p, CodeBadRequest, "read request: "+err.Error())
 		return

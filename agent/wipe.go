@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/envlet/envlet/cache"
@@ -83,19 +84,32 @@ func strictUnmarshal(b []byte, v any) error {
 	if dec.More() {
 		return errTrailing
 	}
-	return json.Unmarshal(b, v)
+	// Escaped strings are unescaped into locked memory (jsonstr.go).
+	return unmarshalUnescaped(bodyPool, b, v)
 }
 
 var errTrailing = errors.New("trailing data after the object")
 
 // readBody reads a request body of at most max bytes into locked memory.
 // The caller frees the buffer (which zeroes it).
+//
+// The declared size is not trusted: memory grows as bytes arrive, from
+// 4 KiB (less for a smaller declared body) by doubling up to max+1, so a
+// client that declares a large body and sends nothing holds 4 KiB. All the
+// bodies being read hold at most maxBodyInFlight bytes together; a read
+// that would go over fails with errBodyBusy (BUSY, 503).
 func readBody(pool *cache.Pool, r io.Reader, size int64, max int) (*cache.Buf, error) {
 	n := 4096
-	if size > 0 {
-		n = int(min(size, int64(max))) + 1
+	if size >= 0 && size < int64(n) {
+		n = int(size) + 1 // +1 sees the end of the body without growing
+	}
+	n = min(n, max+1)
+	if !reserveBody(n) {
+		return nil, errBodyBusy
 	}
 	buf := pool.Alloc(n)
+	held := n
+	defer func() { releaseBody(held) }()
 	used := 0
 	for {
 		if used == buf.Len() {
@@ -103,9 +117,17 @@ func readBody(pool *cache.Pool, r io.Reader, size int64, max int) (*cache.Buf, e
 				buf.Free()
 				return nil, errBodyTooLarge
 			}
-			bigger := pool.Alloc(min(2*buf.Len(), max+1))
+			grow := min(2*buf.Len(), max+1)
+			if !reserveBody(grow) {
+				buf.Free()
+				return nil, errBodyBusy
+			}
+			held += grow
+			bigger := pool.Alloc(grow)
 			copy(bigger.Bytes(), buf.Bytes())
 			buf.Free()
+			releaseBody(held - grow)
+			held = grow
 			buf = bigger
 		}
 		k, err := r.Read(buf.Bytes()[used:])
@@ -127,6 +149,24 @@ func readBody(pool *cache.Pool, r io.Reader, size int64, max int) (*cache.Buf, e
 	buf.Free()
 	return out, nil
 }
+
+// maxBodyInFlight caps the locked memory of request bodies being read.
+const maxBodyInFlight = 16 << 20
+
+// bodyInFlight is the locked memory readBody holds now.
+var bodyInFlight atomic.Int64
+
+func reserveBody(n int) bool {
+	if bodyInFlight.Add(int64(n)) > maxBodyInFlight {
+		bodyInFlight.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func releaseBody(n int) { bodyInFlight.Add(-int64(n)) }
+
+var errBodyBusy = errors.New("too many request bodies in flight")
 
 var errBodyTooLarge = errors.New("request body too large")
 

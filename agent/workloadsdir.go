@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -71,23 +72,18 @@ func (d *dirWatch) Run(ctx context.Context) error {
 // the version last in force (it may be half written) and is logged.
 func (d *dirWatch) rescan() {
 	paths, _ := filepath.Glob(filepath.Join(d.dir, "*.json"))
-	present := map[string]bool{}
 	a := d.a
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	// Read and parse outside a.mu: a file that is slow to open or read
+	// (a FIFO, a hung network file system) must not stall the agent.
+	type loaded struct {
+		path string
+		sum  [32]byte
+		reg  *Registration
+	}
+	var todo []loaded
+	present := map[string]bool{}
 	for _, p := range paths {
 		present[p] = true
-	}
-	// Removals first, so an id that moves from one file to another is free.
-	for p, id := range d.idOf {
-		if !present[p] {
-			a.removeWorkload(id, sourceFile)
-			delete(d.loaded, p)
-			delete(d.idOf, p)
-			a.log.Info("workload removed", "workload", id, "path", p)
-		}
-	}
-	for _, p := range paths {
 		b, err := readSmall(p, maxRegistrationBytes)
 		if err != nil {
 			a.log.Error("read workload file", "path", p, "error", err)
@@ -104,6 +100,21 @@ func (d *dirWatch) rescan() {
 			a.log.Error("workload file refused", "path", p, "error", err)
 			continue
 		}
+		todo = append(todo, loaded{p, sum, reg})
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// Removals first, so an id that moves from one file to another is free.
+	for p, id := range d.idOf {
+		if !present[p] {
+			a.removeWorkload(id, sourceFile)
+			delete(d.loaded, p)
+			delete(d.idOf, p)
+			a.log.Info("workload removed", "workload", id, "path", p)
+		}
+	}
+	for _, l := range todo {
+		p, reg := l.path, l.reg
 		if id, ok := d.idOf[p]; ok && id != reg.ID {
 			a.removeWorkload(id, sourceFile)
 		}
@@ -116,7 +127,7 @@ func (d *dirWatch) rescan() {
 			continue
 		}
 		a.workloads[reg.ID].path = p
-		d.loaded[p], d.idOf[p] = sum, reg.ID
+		d.loaded[p], d.idOf[p] = l.sum, reg.ID
 		a.log.Info("workload registered", "workload", reg.ID, "path", p)
 	}
 	if d.rescans != nil {
@@ -138,7 +149,9 @@ func (d *dirWatch) owner(id string) string {
 }
 
 func readSmall(path string, max int) ([]byte, error) {
-	f, err := os.Open(path)
+	// Non-blocking so a FIFO cannot hang the open; no symlinks, so the
+	// file is the one in the directory; a non-regular file is refused.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -482,6 +482,11 @@ func TestEtcdCompactionDuringWatch(t *testing.T) {
 	b.waitEnv(uid, "V", ptr("0"))
 
 	c.Members[2].Kill()
+	// Member 2 may have been the leader: a write sent before the others
+	// elect a new one may time out (BACKEND_UNAVAILABLE, as documented).
+	if err := c.WaitHealthy(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	for i := 1; i <= 20; i++ {
 		a.cli("project", "env", "set", "p", "V", fmt.Sprint(i))
 	}

@@ -152,6 +152,11 @@ func TestDeletedCanariesInMemory(t *testing.T) {
 	const writeOnly = "canary-mem-writeonly-58e3"
 	a.cli("env", "set", "--user", "bob", "BOB_PASSWORD", writeOnly)
 	a.cli("env", "delete", "--user", "bob", "BOB_PASSWORD")
+	// The same for a multi-line value: it travels JSON-escaped ("\n"), so
+	// every unescaped copy in the agent is one its decoding made.
+	const multiLine = "canary-mem-multiline-3f9a\ncanary-mem-line2-c01d"
+	a.runAs(0, 0, multiLine, nil, bins.envlet, "env", "set", "--user", "bob", "BOB_PEM", "--value-stdin")
+	a.cli("env", "delete", "--user", "bob", "BOB_PEM")
 	a.cli("project", "create", "p")
 	a.cli("project", "add-member", "p", "alice")
 	a.cli("env", "set", "--user", "alice", "DB_PASSWORD", can["account"])
@@ -183,7 +188,7 @@ func TestDeletedCanariesInMemory(t *testing.T) {
 	a.cli("group", "delete", "g")
 	a.cli("project", "env", "delete", "p", "PROJ_VAR")
 	a.cli("env", "delete", "--user", "alice", "DB_PASSWORD")
-	counts := countInMemory(t, pid, append(all, writeOnly))
+	counts := countInMemory(t, pid, append(all, writeOnly, multiLine))
 	t.Logf("copies after every canary was deleted:\n%s", memReport(counts))
 	for n, by := range counts {
 		if by["cache"] > 0 {
@@ -195,6 +200,9 @@ func TestDeletedCanariesInMemory(t *testing.T) {
 	// string, encoder buffer or hash block).
 	if n := counts[writeOnly]["heap"] + counts[writeOnly]["stack"]; n > 1 {
 		t.Errorf("a value only written and deleted has %d copies left", n)
+	}
+	if n := counts[multiLine]["heap"] + counts[multiLine]["stack"]; n > 0 {
+		t.Errorf("a multi-line value only written and deleted has %d unescaped copies left", n)
 	}
 	a.stop()
 	a.noCanary(all...)

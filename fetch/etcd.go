@@ -37,7 +37,8 @@ type EtcdConfig struct {
 	// past it the backend reports ErrUnavailable. Default 5 s.
 	Timeout time.Duration
 	// ProbeInterval is how often the backend checks that it reaches a
-	// quorum, for Health. Default 1 s.
+	// quorum, for Health. Default 1 s. A check that has not answered
+	// within Timeout has failed; a slower one delays the next.
 	ProbeInterval time.Duration
 }
 
@@ -54,6 +55,7 @@ type Etcd struct {
 	connected atomic.Bool
 	probed    atomic.Bool  // a probe has finished
 	currentAt atomic.Int64 // unix nanos: start of the last probe that reached a quorum
+	downSince atomic.Int64 // unix nanos: start of the first of the probes failing since the last success (0: the last one did not fail)
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -109,10 +111,12 @@ func OpenEtcd(cfg EtcdConfig, keys *Keyring) (*Etcd, error) {
 		probe = time.Second
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            cfg.Endpoints,
-		TLS:                  tlsCfg,
+		Endpoints: cfg.Endpoints,
+		TLS:       tlsCfg,
+		// A ping unanswered within the request timeout drops the
+		// connection (a busy machine can take seconds to answer one).
 		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 2 * time.Second,
+		DialKeepAliveTimeout: timeout,
 		PermitWithoutStream:  true,
 		Logger:               zap.NewNop(),
 		// Reconnect within seconds of etcd coming back (gRPC's default
@@ -150,18 +154,22 @@ func (e *Etcd) Health() Health {
 }
 
 // probeLoop checks, every interval, that a linearizable read goes through
-// (which needs a leader and a quorum).
+// (which needs a leader and a quorum) within the request timeout, like any
+// request: a check slowed down by a busy machine is not an outage.
 func (e *Etcd) probeLoop(interval time.Duration) {
 	defer e.wg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), min(e.timeout, 2*interval))
+		ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), e.timeout)
 		_, err := e.cli.Get(ctx, e.prefix, clientv3.WithCountOnly())
 		cancel()
 		if err == nil {
 			e.currentAt.Store(start.UnixNano())
+			e.downSince.Store(0)
+		} else {
+			e.downSince.CompareAndSwap(0, start.UnixNano())
 		}
 		e.connected.Store(err == nil)
 		e.probed.Store(true)
@@ -171,6 +179,15 @@ func (e *Etcd) probeLoop(interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// knownDown says whether etcd is known to be away at now: the probes have
+// failed since one that started at least a timeout ago (downSince, unix
+// nanos; 0: the last probe succeeded, or none has finished). One failed
+// probe is not enough: a connection dropped and made again in a moment
+// fails the probe in flight.
+func knownDown(downSince int64, now time.Time, timeout time.Duration) bool {
+	return downSince != 0 && now.Sub(time.Unix(0, downSince)) >= timeout
 }
 
 // request derives a context for one request: the caller's, bounded by the
@@ -304,9 +321,10 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 		}
 		ops = append(ops, clientv3.OpPut(k, string(op.Value)))
 	}
-	if e.probed.Load() && !e.connected.Load() && e.cli.ActiveConnection().GetState() != connectivity.Ready {
-		// No connection and the last probe failed: fail now, sending
-		// nothing, rather than at the timeout with an uncertain outcome.
+	if knownDown(e.downSince.Load(), time.Now(), e.timeout) && e.cli.ActiveConnection().GetState() != connectivity.Ready {
+		// No connection, and every probe for a whole timeout failed: fail
+		// now, sending nothing, rather than at the timeout with an
+		// uncertain outcome.
 		return 0, fmt.Errorf("commit: etcd is unreachable; nothing was sent: %w", ErrUnavailable)
 	}
 	rctx, cancel := e.request(ctx)

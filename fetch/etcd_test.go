@@ -454,3 +454,29 @@ func TestOpenEtcdConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestKnownDown: writes fail fast (nothing sent) only once the probes have
+// failed for a whole timeout, not on one failed probe (a dropped and
+// remade connection, a busy machine).
+func TestKnownDown(t *testing.T) {
+	now := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name      string
+		downSince time.Duration // before now; -1: the last probe succeeded
+		want      bool
+	}{
+		{"last probe ok", -1, false},
+		{"failing for a moment", 100 * time.Millisecond, false},
+		{"failing for just under the timeout", 5*time.Second - time.Nanosecond, false},
+		{"failing for the timeout", 5 * time.Second, true},
+		{"failing for long", time.Minute, true},
+	} {
+		var since int64
+		if tc.downSince >= 0 {
+			since = now.Add(-tc.downSince).UnixNano()
+		}
+		if got := knownDown(since, now, 5*time.Second); got != tc.want {
+			t.Errorf("%s: knownDown %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -70,7 +70,8 @@ else
   gobenchrun() {
     log "go test $*"
     echo "\$ go test $*" >>"$gobench"
-    go test "$@" 2>&1 | grep -E '^(Benchmark|pkg:|FAIL|---|ok )' >>"$gobench" || echo "(failed)" >>"$gobench"
+    # -timeout: a benchmark that hangs fails here instead of holding the run.
+    go test -timeout 5m "$@" 2>&1 | grep -E '^(Benchmark|pkg:|FAIL|---|ok |panic: test timed out)' >>"$gobench" || echo "(failed)" >>"$gobench"
   }
   gobenchrun -run '^$' -bench . -benchmem -benchtime 1s ./cache/ ./fetch/ ./agent/... ./launcher/ ./bench/...
   gobenchrun -run '^$' -bench 'MountUpdate|WatchRestart' -benchtime 300x ./e2e/

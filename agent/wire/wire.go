@@ -169,28 +169,49 @@ func ReadFrame(r io.Reader, buf []byte) (Type, []byte, error) {
 	return t, p, nil
 }
 
-// quote shows bytes that are not a frame, such as the start of an HTTP
-// reply, as a Go string literal would, in less code than strconv.Quote.
-func quote(b []byte) string {
-	const hex = "0123456789abcdef"
-	s := []byte{'"'}
-	for _, c := range b {
-		switch {
-		case c == '"' || c == '\\':
-			s = append(s, '\\', c)
-		case c >= 0x20 && c < 0x7f:
-			s = append(s, c)
-		default:
-			s = append(s, '\\', 'x', hex[c>>4], hex[c&0xF])
-		}
+// ReadRequest is ReadFrame for a server: it reads one request frame
+// (GetEnv, GetSecret or Watch) and refuses any other type from its header,
+// before a payload byte is read or any memory is set aside for it. The
+// payload limits are a request's (at most 2+MaxToken+2+MaxName bytes), so a
+// peer cannot make the server hold more than that however large a length
+// it declares. Outcomes are those of ReadFrame; a reply type wraps ErrType.
+func ReadRequest(r io.Reader, buf []byte) (Type, []byte, error) {
+	const op = "read request"
+	var hdr []byte
+	if cap(buf) >= HeaderSize {
+		hdr = buf[:HeaderSize]
+	} else {
+		hdr = make([]byte, HeaderSize)
 	}
-	return string(append(s, '"'))
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		if err == io.EOF {
+			return 0, nil, io.EOF
+		}
+		return 0, nil, fail(op, "header", err, "")
+	}
+	if t := Type(hdr[5]); string(hdr[0:4]) == Magic && hdr[4] == Version && !isRequest(t) {
+		return 0, nil, fail(op, "", ErrType, t.String()+" is not a request")
+	}
+	t, n, err := parseHeader(hdr)
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := readPayload(r, buf, n)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, fail(op, t.String()+" payload", err, strconv.Itoa(n)+" bytes declared")
+	}
+	return t, p, nil
 }
 
 func parseHeader(h []byte) (Type, int, error) {
 	const op = "read frame"
 	if string(h[0:4]) != Magic {
-		return 0, 0, fail(op, "", ErrBadMagic, "got "+quote(h[0:4]))
+		// The peer's bytes are not echoed: they could be anything, a
+		// secret included, and this error reaches logs and the audit log.
+		return 0, 0, fail(op, "", ErrBadMagic, "")
 	}
 	if h[4] != Version {
 		return 0, 0, fail(op, "", ErrVersion, "got "+strconv.Itoa(int(h[4]))+", want "+strconv.Itoa(Version))

@@ -228,6 +228,19 @@ func (r *runner) launch() error {
 				figure: msf(f.envlet), against: p.name + " " + msf(p.t), ratio: fmt.Sprintf("%.1f× faster", p.t/f.envlet),
 				goal: "10× faster", met: met(p.t/f.envlet >= 10),
 			})
+			if p.t/f.envlet < 10 {
+				why := "envlet-exec itself is within 0.50 ms of the bare Go launcher here, so the gap is not envlet's to close"
+				if f.envlet-f.bare > 0.0005 {
+					why = "part of it is envlet-exec's own overhead over the bare Go launcher (above)"
+				}
+				then := ""
+				if was := map[string]float64{"sops exec-env": 0.030, "direnv exec": 0.034}[p.name]; was > 0 && p.t < was {
+					then = fmt.Sprintf(", and %s takes %s here against the %s measured when the goal was set", p.name, msf(p.t), msf(was))
+				}
+				r.rep.note("Launch with %d variables is %.1f× faster than %s (%s against %s; goal: 10×). The bare Go launcher, the least any Go launcher of this protocol costs, is itself only %.1f× faster (%s): "+
+					"the Go runtime's start-up and one extra exec bound the ratio on this machine%s. %s.",
+					n, p.t/f.envlet, p.name, msf(f.envlet), msf(p.t), p.t/f.bare, msf(f.bare), then, why)
+			}
 		}
 	}
 	return nil

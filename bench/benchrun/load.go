@@ -302,12 +302,12 @@ func (r *runner) load() error {
 			x, fl := cells[s.name][c], cells["floor server"][c]
 			ok := x.rps >= fl.rps/2 && x.errs == 0
 			r.rep.goal(goalRow{
-				what:   fmt.Sprintf("Requests/s, %s, %d clients", strings.TrimPrefix(s.name, "envletd, "), c),
+				what:   fmt.Sprintf("Requests/s, %s, %s", strings.TrimPrefix(s.name, "envletd, "), plural(c, "client")),
 				figure: thousands(int64(x.rps)) + "/s, p99 " + us(x.p99), against: "floor " + thousands(int64(fl.rps)) + "/s",
 				ratio: fmt.Sprintf("%.0f%%", 100*x.rps/fl.rps), goal: "≥ 50% of floor", met: met(ok),
 			})
 			if !ok {
-				missed = append(missed, fmt.Sprintf("%s with %d clients: %.0f%% of the floor", s.name, c, 100*x.rps/fl.rps))
+				missed = append(missed, fmt.Sprintf("%s with %s: %.0f%% of the floor", s.name, plural(c, "client"), 100*x.rps/fl.rps))
 			}
 		}
 	}
@@ -315,7 +315,7 @@ func (r *runner) load() error {
 	for _, s := range servers[1:] {
 		for _, c := range clients {
 			if x := cells[s.name][c]; x.errs > 0 {
-				refused = append(refused, fmt.Sprintf("%s with %d clients: %d failed (first: `%s`)", s.name, c, x.errs, x.errText))
+				refused = append(refused, fmt.Sprintf("%s with %s: %d failed (first: `%s`)", s.name, plural(c, "client"), x.errs, x.errText))
 			}
 		}
 	}

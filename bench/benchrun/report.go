@@ -194,7 +194,19 @@ func median(d []time.Duration) time.Duration {
 
 // Formatting.
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+func ms(d time.Duration) string {
+	if d >= time.Second {
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	}
+	return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return thousands(int64(n)) + " " + word + "s"
+}
 
 func msf(sec float64) string { return fmt.Sprintf("%.2f ms", sec*1e3) }
 

@@ -21,6 +21,9 @@ hex string the audit log records as "hmac" for a write of that value and in
 takes a file's bytes base64-encoded, as a file secret stores them.
 Admins only; the agent audits the request (without the value).`,
 		Args: nArgs(0, 0),
+		// A value typed on the command line by mistake must not be
+		// echoed by a flag error.
+		Annotations: map[string]string{valuesAnnotation: "true"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var value string
 			switch {
