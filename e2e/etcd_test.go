@@ -192,10 +192,10 @@ func (a *agentProc) statusMap() map[string]any {
 // etcd, and there is no event to wait on from here).
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	limit := time.Now().Add(30 * time.Second)
+	limit := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(limit) {
-			t.Fatalf("waited 30 s for %s", what)
+			t.Fatalf("waited %v for %s", hangGuard, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -76,12 +76,16 @@ func (l *logBuf) String() string {
 	return l.buf.String()
 }
 
+// hangGuard bounds every wait of the suite for an event: generous, since a
+// loaded 2-core machine (CI) can take seconds for what usually takes
+// milliseconds. It guards against a hang; it is not a timing assertion.
+const hangGuard = 60 * time.Second
+
 // waitFor blocks until the output holds s n times, failing the test if that
-// has not happened within a generous limit (a guard against a hang, not a
-// timing assertion).
+// has not happened within hangGuard.
 func (l *logBuf) waitFor(t *testing.T, s string, n int) {
 	t.Helper()
-	limit := time.After(20 * time.Second)
+	limit := time.After(hangGuard)
 	for {
 		l.mu.Lock()
 		got, ch := strings.Count(l.buf.String(), s), l.more

@@ -279,9 +279,9 @@ func TestCredentialsSocket(t *testing.T) {
 	// Only root may ask, even where the socket lets others connect.
 	os.Chmod(sock, 0o666)
 	r := a.runAs(4821, 4821, "", nil, "/usr/bin/python3", "-c", `
-import socket, sys
+import os, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(b"\0" + b"abc/unit/train.service/DB_PASSWORD")
+s.bind(b"\0" + os.urandom(8).hex().encode() + b"/unit/train.service/DB_PASSWORD")
 s.connect(sys.argv[1])
 s.shutdown(socket.SHUT_WR)
 data = b""

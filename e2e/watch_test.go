@@ -90,7 +90,7 @@ func (p *watched) expect(t *testing.T, prefix string) string {
 			t.Fatalf("the program wrote %q (open %v); want a line %q; launcher stderr:\n%s", line, ok, prefix, p.stderr.String())
 		}
 		return strings.TrimPrefix(line, prefix)
-	case <-time.After(20 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatalf("no line %q from the program; launcher stderr:\n%s", prefix, p.stderr.String())
 	}
 	return ""
@@ -101,7 +101,7 @@ func (p *watched) wait(t *testing.T) int {
 	select {
 	case <-p.done:
 		return p.code
-	case <-time.After(20 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("envlet-exec did not exit")
 	}
 	return 0

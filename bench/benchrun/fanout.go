@@ -377,7 +377,7 @@ func (r *runner) fanout() error {
 	}
 	fmt.Fprintf(&m, "| until every one of the 10,000 mounts holds the new value | %s | %s |\n", allText, ratio(float64(mf.all), float64(medBase)))
 	fmt.Fprintf(&m, "| until the CLI returns | %s | %s |\n", ms(mf.ack), ratio(float64(mf.ack), float64(medBase)))
-	fmt.Fprintf(&m, "| the first 10,000 mounts, written at start (after READY) | %s | — |\n\n", ms(mf.initial))
+	fmt.Fprintf(&m, "| the first 10,000 mounts, written at start (from the exec of envletd) | %s | — |\n\n", ms(mf.initial))
 	perMount := mf.all / time.Duration(max(1, mf.done))
 	fmt.Fprintf(&m, "That is %s per mount.\n\n", us(perMount))
 	r.rep.section(m.String())

@@ -157,9 +157,9 @@ func (r *report) markdown(o options) string {
 		b.WriteString("\n")
 	}
 	if r.goBench != "" {
-		b.WriteString("## Go benchmarks\n\n")
-		b.WriteString("Every `go test` benchmark in the tree, run by scripts/bench.sh before the harness, each command as run. The parts' benchmarks (cache, fetch, wire…) set themselves against their own floors where they have one (`…/floor`, `…/heap` rows); ")
-		b.WriteString("the end-to-end ones in e2e/ belong to their features (mounts, `--watch` restarts, etcd) and report p50/p99 in their own units.\n\n")
+		b.WriteString("## Go benchmarks and the other harnesses\n\n")
+		b.WriteString("Every `go test` benchmark in the tree and the other harnesses under bench/, run by scripts/bench.sh before this driver, each command as run. The parts' benchmarks (cache, fetch…) set themselves against their own floors where they have one (`…/floor`, `…/heap` rows); ")
+		b.WriteString("the end-to-end ones in e2e/ belong to their features (mounts, `--watch` restarts, etcd) and report p50/p99 in their own units; bench/flood measures serving while other uids misbehave on the socket.\n\n")
 		b.WriteString("```\n" + strings.TrimSpace(r.goBench) + "\n```\n")
 	}
 	return b.String()
