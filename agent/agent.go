@@ -222,20 +222,23 @@ func (a *Agent) setPlatform() {
 }
 
 // applySnapshot replaces the model with a full read of the store. Called
-// with a.mu held for writing.
+// with a.mu held for writing. An API registration the read still holds
+// replaces its workload as a change of it would (what it served and its
+// env revision carry over, so a re-read that changes nothing notifies no
+// watcher and leaves `workload list` as it was); one the read lacks is
+// removed.
 func (a *Agent) applySnapshot(s fetch.Snapshot) {
 	a.model.free()
-	for id, w := range a.workloads {
-		if w.source == sourceAPI {
-			w.free()
-			delete(a.workloads, id)
-		}
-	}
 	a.model = newModel()
 	t := newTouched()
 	t.all = true
 	for _, kv := range s.KVs {
 		a.apply(fetch.Event{Key: kv.Key, Value: kv.Value, ModRev: kv.ModRev}, t)
+	}
+	for id, w := range a.workloads {
+		if _, ok := a.model.workloads[id]; !ok && w.source == sourceAPI {
+			a.removeWorkload(id, sourceAPI)
+		}
 	}
 	a.setRev(s.Rev)
 	a.resolveTouched(t)

@@ -198,9 +198,6 @@ func (m *mounter) Run(ctx context.Context) error {
 			m.writing = j
 			m.mu.Unlock()
 			m.do(j)
-			m.mu.Lock()
-			m.writing = nil
-			m.mu.Unlock()
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -213,6 +210,8 @@ func (m *mounter) do(j *mountJob) {
 	if m.jobDone != nil {
 		defer func() { m.jobDone <- j.id }()
 	}
+	var held *[32]byte // the digest of what id's link points to once done (nil: none known)
+	defer func() { m.finish(j, held) }()
 	if m.beforeWrite != nil {
 		m.beforeWrite(j)
 	}
@@ -221,7 +220,6 @@ func (m *mounter) do(j *mountJob) {
 	case j.id == "":
 		m.sweep(j.keep)
 	case j.remove:
-		m.setWritten(j.id, nil)
 		if err := m.remove(j.id); err != nil {
 			m.log.Error("remove mount", "workload", j.id, "error", err)
 			return
@@ -231,24 +229,29 @@ func (m *mounter) do(j *mountJob) {
 		version, err := m.write(j)
 		if err != nil {
 			// Not known to hold j: the next resolution writes it again.
-			m.setWritten(j.id, nil)
 			m.log.Error("write mount", "workload", j.id, "revision", j.rev, "error", err)
 			return
 		}
-		m.setWritten(j.id, &j.sum)
+		held = &j.sum
 		m.log.Debug("mount written", "workload", j.id, "revision", j.rev, "version", version, "took", time.Since(start))
 	}
 }
 
-// setWritten records the digest of the version id's link now points to
-// (nil: none known).
-func (m *mounter) setWritten(id string, sum *[32]byte) {
+// finish records, in one step, that the writer is done with j and what
+// j's workload's link now points to (held: the digest of that version;
+// nil: none known).
+func (m *mounter) finish(j *mountJob, held *[32]byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if sum == nil {
-		delete(m.written, id)
-	} else {
-		m.written[id] = *sum
+	if m.writing == j {
+		m.writing = nil
+	}
+	switch {
+	case j.id == "":
+	case held == nil:
+		delete(m.written, j.id)
+	default:
+		m.written[j.id] = *held
 	}
 }
 

@@ -221,6 +221,9 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 	r.wipeValues() // in locked memory now
 	if old != nil {
 		w.servedRev.Store(old.servedRev.Load())
+		// What it served: resolveWorkload tells a change of the
+		// environment from a registration put again unchanged.
+		w.frame, w.envRev, w.hmacs, old.frame = old.frame, old.envRev, old.hmacs, nil
 		old.free()
 	}
 	a.workloads[r.ID] = w

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -52,10 +51,7 @@ type Etcd struct {
 	keys    *Keyring
 	timeout time.Duration
 
-	connected atomic.Bool
-	probed    atomic.Bool  // a probe has finished
-	currentAt atomic.Int64 // unix nanos: start of the last probe that reached a quorum
-	downSince atomic.Int64 // unix nanos: start of the first of the probes failing since the last success (0: the last one did not fail)
+	link link
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -143,14 +139,50 @@ type Health struct {
 	CurrentAt time.Time
 }
 
-// Health reports whether the last probe reached a quorum, and when one
-// last did.
+// Health reports whether the last check reached a quorum, and when one
+// last did. The checks are the probes and every request that needs a
+// quorum (a read of Snapshot, a Commit) and succeeds.
 func (e *Etcd) Health() Health {
-	h := Health{Connected: e.connected.Load()}
-	if n := e.currentAt.Load(); n != 0 {
-		h.CurrentAt = time.Unix(0, n)
+	e.link.mu.Lock()
+	defer e.link.mu.Unlock()
+	return Health{Connected: e.link.connected, CurrentAt: e.link.currentAt}
+}
+
+// link is what the checks say of the connection to etcd.
+type link struct {
+	mu        sync.Mutex
+	last      time.Time // start of the check whose outcome connected is
+	connected bool
+	currentAt time.Time // start of the last check that reached a quorum
+	downSince time.Time // start of the first check that failed since then (zero: none)
+}
+
+// record keeps the outcome of a check that started at start, unless one
+// that started later is already recorded (a slow probe that fails after a
+// request went through says nothing new).
+func (l *link) record(start time.Time, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if start.Before(l.last) {
+		return
 	}
-	return h
+	l.last, l.connected = start, ok
+	switch {
+	case ok:
+		l.currentAt, l.downSince = start, time.Time{}
+	case l.downSince.IsZero():
+		l.downSince = start
+	}
+}
+
+// knownDown says whether etcd is known to be away at now: every check has
+// failed since one that started at least timeout ago. One failed check is
+// not enough: a connection dropped and made again in a moment fails the
+// probe in flight.
+func (l *link) knownDown(now time.Time, timeout time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.connected && !l.downSince.IsZero() && now.Sub(l.downSince) >= timeout
 }
 
 // probeLoop checks, every interval, that a linearizable read goes through
@@ -165,29 +197,13 @@ func (e *Etcd) probeLoop(interval time.Duration) {
 		ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), e.timeout)
 		_, err := e.cli.Get(ctx, e.prefix, clientv3.WithCountOnly())
 		cancel()
-		if err == nil {
-			e.currentAt.Store(start.UnixNano())
-			e.downSince.Store(0)
-		} else {
-			e.downSince.CompareAndSwap(0, start.UnixNano())
-		}
-		e.connected.Store(err == nil)
-		e.probed.Store(true)
+		e.link.record(start, err == nil)
 		select {
 		case <-e.done:
 			return
 		case <-t.C:
 		}
 	}
-}
-
-// knownDown says whether etcd is known to be away at now: the probes have
-// failed since one that started at least a timeout ago (downSince, unix
-// nanos; 0: the last probe succeeded, or none has finished). One failed
-// probe is not enough: a connection dropped and made again in a moment
-// fails the probe in flight.
-func knownDown(downSince int64, now time.Time, timeout time.Duration) bool {
-	return downSince != 0 && now.Sub(time.Unix(0, downSince)) >= timeout
 }
 
 // request derives a context for one request: the caller's, bounded by the
@@ -239,6 +255,7 @@ func (e *Etcd) snapshotOnce(ctx context.Context) (Snapshot, error) {
 	var s Snapshot
 	end := clientv3.GetPrefixRangeEnd(e.prefix)
 	from := e.prefix
+	start := time.Now()
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(snapshotPage)}
 		if s.Rev != 0 {
@@ -260,6 +277,7 @@ func (e *Etcd) snapshotOnce(ctx context.Context) (Snapshot, error) {
 			s.KVs = append(s.KVs, KV{Key: string(kv.Key[len(e.prefix):]), Value: kv.Value, ModRev: Revision(kv.ModRevision)})
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
+			e.link.record(start, true)
 			return s, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
@@ -286,10 +304,12 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 	if len(txn.Ops) == 0 {
 		rctx, cancel := e.request(ctx)
 		defer cancel()
+		start := time.Now()
 		s, err := e.cli.Get(rctx, e.prefix, clientv3.WithCountOnly())
 		if err != nil {
 			return 0, e.classify(ctx, "commit", err)
 		}
+		e.link.record(start, true)
 		return Revision(s.Header.Revision), nil
 	}
 	cmps := make([]clientv3.Cmp, 0, len(txn.Conds))
@@ -321,7 +341,7 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 		}
 		ops = append(ops, clientv3.OpPut(k, string(op.Value)))
 	}
-	if knownDown(e.downSince.Load(), time.Now(), e.timeout) && e.cli.ActiveConnection().GetState() != connectivity.Ready {
+	if e.link.knownDown(time.Now(), e.timeout) && e.cli.ActiveConnection().GetState() != connectivity.Ready {
 		// No connection, and every probe for a whole timeout failed: fail
 		// now, sending nothing, rather than at the timeout with an
 		// uncertain outcome.
@@ -329,6 +349,7 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 	}
 	rctx, cancel := e.request(ctx)
 	defer cancel()
+	start := time.Now()
 	var resp *clientv3.TxnResponse
 	var err error
 	for {
@@ -351,6 +372,7 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 	if err != nil {
 		return 0, e.classify(ctx, "commit", err)
 	}
+	e.link.record(start, true) // committed or not, it went through raft
 	if !resp.Succeeded {
 		keys := make([]string, len(txn.Conds))
 		for i, c := range txn.Conds {

@@ -455,28 +455,39 @@ func TestOpenEtcdConfig(t *testing.T) {
 	}
 }
 
-// TestKnownDown: writes fail fast (nothing sent) only once the probes have
-// failed for a whole timeout, not on one failed probe (a dropped and
-// remade connection, a busy machine).
-func TestKnownDown(t *testing.T) {
-	now := time.Unix(1000, 0)
+// TestLinkKnownDown: writes fail fast (nothing sent) only once every check
+// has failed for a whole timeout, not on one failed probe (a dropped and
+// remade connection, a busy machine); an older check that ends late does
+// not undo what a newer one said.
+func TestLinkKnownDown(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	type check struct {
+		start time.Duration
+		ok    bool
+	}
 	for _, tc := range []struct {
 		name      string
-		downSince time.Duration // before now; -1: the last probe succeeded
+		checks    []check // in the order they end
+		now       time.Duration
 		want      bool
+		connected bool
 	}{
-		{"last probe ok", -1, false},
-		{"failing for a moment", 100 * time.Millisecond, false},
-		{"failing for just under the timeout", 5*time.Second - time.Nanosecond, false},
-		{"failing for the timeout", 5 * time.Second, true},
-		{"failing for long", time.Minute, true},
+		{"none yet", nil, time.Minute, false, false},
+		{"last ok", []check{{0, false}, {time.Second, true}}, time.Minute, false, true},
+		{"failing for a moment", []check{{0, true}, {time.Second, false}}, time.Second + 100*time.Millisecond, false, false},
+		{"failing for just under the timeout", []check{{0, true}, {time.Second, false}, {2 * time.Second, false}}, 6*time.Second - 1, false, false},
+		{"failing for the timeout", []check{{0, true}, {time.Second, false}, {2 * time.Second, false}}, 6 * time.Second, true, false},
+		{"failing since the start", []check{{0, false}}, 5 * time.Second, true, false},
+		{"a request went through after", []check{{0, false}, {6 * time.Second, true}}, time.Minute, false, true},
+		{"an older probe ends late", []check{{6 * time.Second, true}, {0, false}}, time.Minute, false, true},
 	} {
-		var since int64
-		if tc.downSince >= 0 {
-			since = now.Add(-tc.downSince).UnixNano()
+		var l link
+		for _, c := range tc.checks {
+			l.record(at(c.start), c.ok)
 		}
-		if got := knownDown(since, now, 5*time.Second); got != tc.want {
-			t.Errorf("%s: knownDown %v, want %v", tc.name, got, tc.want)
+		if got := l.knownDown(at(tc.now), 5*time.Second); got != tc.want || l.connected != tc.connected {
+			t.Errorf("%s: knownDown %v connected %v, want %v %v", tc.name, got, l.connected, tc.want, tc.connected)
 		}
 	}
 }

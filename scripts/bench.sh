@@ -67,23 +67,27 @@ else
   trap 'rm -f "$gobench"' EXIT
   # Every Go benchmark of the tree: the parts', then the end-to-end ones of
   # the features (each with the -benchtime its comment gives).
-  gobenchrun() {
+  gobenchrun() { # SECONDS ARGS...: go test ARGS, ended after SECONDS
+    local limit=$1
+    shift
     log "go test $*"
     echo "\$ go test $*" >>"$gobench"
     # go test's -timeout does not cover benchmarks: timeout(1) ends the
     # whole process group of one that hangs, so the run goes on.
-    timeout -k 10 300 go test "$@" 2>&1 | grep -E '^(Benchmark|pkg:|FAIL|---|ok )' >>"$gobench" ||
-      echo "(failed or timed out after 300 s)" >>"$gobench"
+    timeout -k 10 "$limit" go test "$@" 2>&1 | grep -E '^(Benchmark|pkg:|FAIL|---|ok )' >>"$gobench" ||
+      echo "(failed or timed out after $limit s)" >>"$gobench"
   }
-  gobenchrun -run '^$' -bench . -benchmem -benchtime 1s ./cache/ ./fetch/ ./agent/... ./launcher/ ./bench/...
-  gobenchrun -run '^$' -bench 'MountUpdate|WatchRestart' -benchtime 300x ./e2e/
-  gobenchrun -run '^$' -bench 'EtcdPropagation' -benchtime 1x ./e2e/
+  # -p 1: one package at a time, so they do not measure each other.
+  gobenchrun 300 -p 1 -run '^$' -bench . -benchmem -benchtime 1s ./cache/ ./fetch/ ./agent/... ./bench/...
+  gobenchrun 120 -run '^$' -bench 'WatchRestart' -benchtime 300x ./launcher/
+  gobenchrun 180 -run '^$' -bench 'MountUpdate|WatchRestart' -benchtime 300x ./e2e/
+  gobenchrun 180 -run '^$' -bench 'EtcdPropagation' -benchtime 1x ./e2e/
   # The other harnesses under bench/ (issue 4's flood of misbehaving peers).
   if [ -d bench/flood ]; then
     log "bench/flood"
-    echo "\$ bin/bench/flood -bin bin -duration 3s" >>"$gobench"
-    { go build -o bin/bench/flood ./bench/flood && timeout -k 10 300 bin/bench/flood -bin bin -duration 3s; } >>"$gobench" 2>&1 ||
-      echo "(failed or timed out after 300 s)" >>"$gobench"
+    echo "\$ bin/bench/flood -bin bin -duration 2s" >>"$gobench"
+    { go build -o bin/bench/flood ./bench/flood && timeout -k 10 120 bin/bench/flood -bin bin -duration 2s; } >>"$gobench" 2>&1 ||
+      echo "(failed or timed out after 120 s)" >>"$gobench"
   fi
   args+=(-go-bench "$gobench")
 fi
