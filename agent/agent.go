@@ -44,6 +44,7 @@ type Agent struct {
 	mu        sync.RWMutex
 	model     *model
 	workloads map[string]*workload
+	index     *workloadIndex // narrows match to a caller's candidates
 	platform  layer
 	revWait   chan struct{} // closed and replaced each time model.rev moves
 
@@ -72,6 +73,7 @@ func New(cfg Config, log hclog.Logger) *Agent {
 		mounts:    newMounter(cfg.MountDir, log, pool),
 		model:     newModel(),
 		workloads: map[string]*workload{},
+		index:     newWorkloadIndex(),
 		revWait:   make(chan struct{}),
 		reread:    make(chan struct{}, 1),
 		adminGID:  -1,

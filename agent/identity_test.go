@@ -224,8 +224,13 @@ func TestMatchesPeer(t *testing.T) {
 func TestMatchRefusals(t *testing.T) {
 	a := testAgent(t)
 	tok := strings.Repeat("0f", 32)
-	a.workloads["a"] = &workload{reg: Registration{ID: "a", Match: Match{SystemdUnit: "train.service"}}}
-	a.workloads["b"] = &workload{reg: Registration{ID: "b", Match: Match{UID: u32(7)}}}
+	for _, w := range []*workload{
+		{reg: Registration{ID: "a", Match: Match{SystemdUnit: "train.service"}}},
+		{reg: Registration{ID: "b", Match: Match{UID: u32(7)}}},
+	} {
+		a.workloads[w.reg.ID] = w
+		a.index.add(w)
+	}
 	b, _ := os.ReadFile("testdata/cgroup/systemd-v2.txt")
 	cg, _ := cgroupOf(b)
 	_, e := a.match(peer{uid: 7, gid: 7, id: &identity{cg: cg}})
@@ -441,4 +446,39 @@ func FuzzProcStatus(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWorkloadIndex: match sees a registration under its current uid only,
+// and registrations without a uid for every caller.
+func TestWorkloadIndex(t *testing.T) {
+	a := testAgent(t)
+	put := func(id string, m Match) {
+		t.Helper()
+		if err := a.putWorkload(&Registration{ID: id, User: "u", Project: "p", Match: m}, sourceFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gid := u32(9)
+	put("by-uid", Match{UID: u32(7)})
+	put("by-gid", Match{GID: gid})
+	if w, e := a.match(peer{uid: 7, gid: 1}); e != nil || w.reg.ID != "by-uid" {
+		t.Fatalf("uid 7: %v %v", w, e)
+	}
+	if w, e := a.match(peer{uid: 3, gid: 9}); e != nil || w.reg.ID != "by-gid" {
+		t.Fatalf("gid 9: %v %v", w, e)
+	}
+	put("by-uid", Match{UID: u32(8)}) // moved to another uid
+	if _, e := a.match(peer{uid: 7, gid: 1}); e == nil || e.Code != CodeWorkloadUnknown {
+		t.Fatalf("uid 7 after the move: %v", e)
+	}
+	if w, e := a.match(peer{uid: 8, gid: 1}); e != nil || w.reg.ID != "by-uid" {
+		t.Fatalf("uid 8: %v %v", w, e)
+	}
+	a.removeWorkload("by-uid", sourceFile)
+	if _, e := a.match(peer{uid: 8, gid: 1}); e == nil {
+		t.Fatal("uid 8 matched after removal")
+	}
+	if len(a.index.byUID) != 0 || len(a.index.other) != 1 {
+		t.Fatalf("index left %d uid entries, %d others", len(a.index.byUID), len(a.index.other))
+	}
 }

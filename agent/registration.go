@@ -209,7 +209,9 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 	}
 	w := &workload{source: source}
 	w.reg = *r
-	w.reg.Runtime, w.reg.Execution, w.reg.IssuedToken = nil, nil, ""
+	// The copy keeps no decoded value strings: they are wiped below, and a
+	// reference here would keep every one reachable for the workload's life.
+	w.reg.Runtime, w.reg.Execution, w.reg.IssuedToken, w.reg.wipe = nil, nil, "", nil
 	old := a.workloads[r.ID]
 	if old != nil && old.tokenFile != "" && !r.Match.Token {
 		a.revokeToken(old)
@@ -224,9 +226,11 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 		// What it served: resolveWorkload tells a change of the
 		// environment from a registration put again unchanged.
 		w.frame, w.envRev, w.hmacs, old.frame = old.frame, old.envRev, old.hmacs, nil
+		a.index.remove(old)
 		old.free()
 	}
 	a.workloads[r.ID] = w
+	a.index.add(w)
 	if source == sourceAPI {
 		// Put by apply, from a batch or a full read of the store: its
 		// resolveTouched resolves w once the whole batch is in, at its
@@ -244,6 +248,7 @@ func (a *Agent) removeWorkload(id, source string) {
 		a.afterRemove(w)
 		a.revokeToken(w)
 		w.free()
+		a.index.remove(w)
 		delete(a.workloads, id)
 	}
 }

@@ -79,7 +79,7 @@ else
   }
   # -p 1: one package at a time, so they do not measure each other.
   gobenchrun 300 -p 1 -run '^$' -bench . -benchmem -benchtime 1s ./cache/ ./fetch/ ./agent/... ./bench/...
-  gobenchrun 120 -run '^$' -bench 'WatchRestart' -benchtime 300x ./launcher/
+  gobenchrun 120 -run '^$' -bench . -benchtime 300x ./launcher/
   gobenchrun 180 -run '^$' -bench 'MountUpdate|WatchRestart' -benchtime 300x ./e2e/
   gobenchrun 180 -run '^$' -bench 'EtcdPropagation' -benchtime 1x ./e2e/
   # The other harnesses under bench/ (issue 4's flood of misbehaving peers).
