@@ -182,6 +182,8 @@ var hotSpots = []hotSpot{
 		"compute the audit HMACs when a workload is served (or once per distinct value), not on every re-resolution, and keep them as raw bytes."},
 	{"(*auditLog).write", "`auditLog.write` encodes a JSON audit line per serve (with an HMAC per variable) and writes it with one write(2) under a mutex.",
 		"buffer audit lines and flush them on a short timer, and record one digest of the frame per serve rather than one HMAC per variable."},
+	{"agent.identify", "`identify` (agent/identity.go) reads the caller's /proc cgroup file on every request, whether or not any registration matches by cgroup.",
+		"read it only when some registration matches by systemd unit, cgroup or container id (uid and gid come with SO_PEERCRED), or cache it per pid and start time."},
 	{"(*Pool).Copy", "`Pool.Copy` copies the workload's frame into a fresh locked buffer on every serve.",
 		"serve the frame under a reference count instead of copying it."},
 }
@@ -193,7 +195,7 @@ func cause(p *profile, fallback string) string {
 	}
 	var parts []string
 	for _, h := range hotSpots {
-		if s := p.share(h.fn); s >= 10 {
+		if s := p.share(h.fn); s >= 8 {
 			parts = append(parts, fmt.Sprintf("%.0f%% of the agent's CPU samples are under %s Suggested fix: %s", s, h.why, h.fix))
 		}
 	}
