@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,7 +52,20 @@ func sharedEtcd(t *testing.T) *etcdtest.Cluster {
 	return shared.c
 }
 
-func testPrefix(t *testing.T) string { return "/t/" + t.Name() + "/" }
+// testPrefix is t's own prefix on the shared cluster: the same for every
+// call in one run of t, a new one for each run (go test -count=N).
+func testPrefix(t *testing.T) string {
+	p, ok := prefixes.Load(t)
+	if !ok {
+		p, _ = prefixes.LoadOrStore(t, fmt.Sprintf("/t/%s/%d/", t.Name(), prefixN.Add(1)))
+	}
+	return p.(string)
+}
+
+var (
+	prefixes sync.Map // *testing.T -> its prefix
+	prefixN  atomic.Int64
+)
 
 func openEtcd(t *testing.T, c *etcdtest.Cluster, prefix string, keys *Keyring) *Etcd {
 	t.Helper()
