@@ -401,23 +401,9 @@ func (e *Etcd) Watch(ctx context.Context, after Revision) <-chan Batch {
 func (e *Etcd) watch(ctx context.Context, after Revision, out chan<- Batch) {
 	defer e.wg.Done()
 	defer close(out)
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := stopWith(ctx, e.done)
 	defer cancel()
-	go func() {
-		select {
-		case <-e.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	send := func(b Batch) bool {
-		select {
-		case out <- b:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
+	send := sender(ctx, out)
 	next := after + 1
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {

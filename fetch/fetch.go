@@ -89,3 +89,29 @@ type Backend interface {
 	// Close releases the backend and closes every Watch channel.
 	Close() error
 }
+
+// stopWith returns a context that ends with ctx or when done is closed
+// (a backend's Close), so a watch goroutine stops on either.
+func stopWith(ctx context.Context, done <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// sender returns a send on out that gives up when ctx ends.
+func sender(ctx context.Context, out chan<- Batch) func(Batch) bool {
+	return func(b Batch) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+}

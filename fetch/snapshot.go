@@ -232,23 +232,9 @@ func (m *Mirror) Watch(ctx context.Context, after Revision) <-chan Batch {
 func (m *Mirror) watch(ctx context.Context, after Revision, out chan<- Batch) {
 	defer m.wg.Done()
 	defer close(out)
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := stopWith(ctx, m.done)
 	defer cancel()
-	go func() {
-		select {
-		case <-m.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	send := func(b Batch) bool {
-		select {
-		case out <- b:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
+	send := sender(ctx, out)
 	m.mu.Lock()
 	degraded := m.degraded
 	m.mu.Unlock()
