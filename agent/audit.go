@@ -204,6 +204,19 @@ func (l *auditLog) sums(entries []wire.Entry) map[string]string {
 	return out
 }
 
+// frameSums is sums over the entries of an encoded Env frame (header
+// included); nil if it does not decode.
+func (l *auditLog) frameSums(frame []byte) map[string]string {
+	if l == nil || l.key == nil || len(frame) < wire.HeaderSize {
+		return nil
+	}
+	_, entries, err := wire.DecodeEnv(frame[wire.HeaderSize:])
+	if err != nil {
+		return nil
+	}
+	return l.sums(entries)
+}
+
 func (l *auditLog) write(r auditRecord, p *peer, who string) {
 	if l == nil {
 		return

@@ -144,7 +144,9 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 // memory, the scope it came from and the audit HMAC of the value; nil when
 // there is none. Called with a.mu held.
 func (a *Agent) credentialValue(w *workload, id string) (*cache.Buf, string, string) {
-	frame := w.frame.Bytes()
+	fb := a.envFrame(w)
+	defer fb.Free()
+	frame := fb.Bytes()
 	if len(frame) < wire.HeaderSize {
 		return nil, "", ""
 	}

@@ -163,10 +163,6 @@ type workload struct {
 	envRev    fetch.Revision // revision at which the resolved env last changed
 	servedRev atomic.Int64   // revision last served
 
-	// hmacs maps each name set in frame to the audit HMAC of its value;
-	// replaced, never changed, when the workload is resolved again.
-	hmacs map[string]string
-
 	token     *cache.Buf // the issued token (hex), when the match asks for one
 	tokenFile string     // where it was written
 }
@@ -225,7 +221,7 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 		w.servedRev.Store(old.servedRev.Load())
 		// What it served: resolveWorkload tells a change of the
 		// environment from a registration put again unchanged.
-		w.frame, w.envRev, w.hmacs, old.frame = old.frame, old.envRev, old.hmacs, nil
+		w.frame, w.envRev, old.frame = old.frame, old.envRev, nil
 		a.index.remove(old)
 		old.free()
 	}

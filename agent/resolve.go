@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/envlet/envlet/agent/wire"
+	"github.com/envlet/envlet/cache"
 )
 
 // Layer names as explain reports them (DESIGN §2).
@@ -130,10 +131,14 @@ func (a *Agent) resolveWorkload(w *workload) {
 	}
 	w.frame.Free()
 	w.frame = frame
-	if changed || w.hmacs == nil {
-		w.hmacs = a.audit.sums(entries)
-	}
 	a.afterResolve(w, res, changed)
+}
+
+// envFrame returns w's environment encoded as the Env frame it is served
+// as, in a new locked Buf the caller frees; it stays valid after a.mu is
+// released. Called with a.mu held (read or write).
+func (a *Agent) envFrame(w *workload) *cache.Buf {
+	return a.pool.Copy(w.frame.Bytes())
 }
 
 // envBody is an Env frame less its header and revision: what a workload

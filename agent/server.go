@@ -157,17 +157,17 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
 		return
 	}
 	// Serve a copy, so a re-resolution may free the frame while we write.
-	frame := a.pool.Copy(w.frame.Bytes())
+	frame := a.envFrame(w)
 	rev := a.model.rev
 	w.servedRev.Store(int64(rev))
-	id, hmacs := w.reg.ID, w.hmacs
+	id := w.reg.ID
 	a.mu.RUnlock()
 	defer frame.Free()
 	if _, err := c.Write(frame.Bytes()); err != nil {
 		a.log.Debug("write env", "workload", id, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), HMACs: hmacs, Socket: "workload"}, &p, a.userName(p.uid))
+	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), HMACs: a.audit.frameSums(frame.Bytes()), Socket: "workload"}, &p, a.userName(p.uid))
 	a.log.Debug("served", "workload", id, "revision", rev, "pid", p.pid)
 }
 

@@ -142,7 +142,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 		a.refuse(c, p, e.Code, e.Message)
 		return
 	}
-	id, hmacs := w.reg.ID, w.hmacs
+	id := w.reg.ID
 	wt := &watcher{wake: make(chan struct{}, 1), gone: make(chan struct{})}
 	// Registered while the read lock holds off re-resolution, so no change
 	// can fall between the Env frame and the first Changed.
@@ -152,7 +152,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 		return
 	}
 	defer a.watchers.remove(id, wt)
-	frame := a.pool.Copy(w.frame.Bytes())
+	frame := a.envFrame(w)
 	rev := a.model.rev
 	w.servedRev.Store(int64(rev))
 	a.mu.RUnlock()
@@ -160,6 +160,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 	// being free.
 	freeSlot()
 	_, err := c.Write(frame.Bytes())
+	hmacs := a.audit.frameSums(frame.Bytes())
 	frame.Free()
 	if err != nil {
 		a.log.Debug("write env", "workload", id, "error", err)
