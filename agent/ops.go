@@ -40,6 +40,10 @@ func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, err
 			}
 			continue
 		}
+		if errors.Is(err, fetch.ErrUncertain) {
+			a.log.Warn("write not confirmed: the store received it but did not answer in time", "error", err)
+			return 0, errorf(CodeUnavailable, "the backend did not confirm the change in time; it may still be applied when the backend recovers: read before you retry")
+		}
 		if errors.Is(err, fetch.ErrUnavailable) {
 			a.log.Warn("write refused: the store is unavailable", "error", err)
 			return 0, errorf(CodeUnavailable, "the backend is unavailable; nothing was changed")

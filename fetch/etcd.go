@@ -213,6 +213,9 @@ func (e *Etcd) request(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(clientv3.WithRequireLeader(ctx), e.timeout)
 }
 
+// errClosedEtcd is the error of a call on a closed Etcd.
+var errClosedEtcd = fmt.Errorf("etcd backend is closed: %w", ErrUnavailable)
+
 // classify maps a client error: the caller's own cancellation stays as it
 // is; a timeout, no leader or an unreachable cluster is ErrUnavailable.
 func (e *Etcd) classify(ctx context.Context, what string, err error) error {
@@ -221,7 +224,7 @@ func (e *Etcd) classify(ctx context.Context, what string, err error) error {
 	}
 	select {
 	case <-e.done:
-		return fmt.Errorf("%s: etcd backend is closed: %w", what, ErrUnavailable)
+		return fmt.Errorf("%s: %w", what, errClosedEtcd)
 	default:
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
@@ -370,7 +373,12 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 		return 0, fmt.Errorf("commit: the change touches %d records, more than etcd's --max-txn-ops allows (default 128): raise it on the etcd servers", max(len(cmps), len(ops)))
 	}
 	if err != nil {
-		return 0, e.classify(ctx, "commit", err)
+		err = e.classify(ctx, "commit", err)
+		if errors.Is(err, ErrUnavailable) && !errors.Is(err, errClosedEtcd) {
+			// Sent, and no answer: etcd may have it and apply it later.
+			return 0, fmt.Errorf("%v: %w", err, ErrUncertain)
+		}
+		return 0, err
 	}
 	e.link.record(start, true) // committed or not, it went through raft
 	if !resp.Succeeded {

@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Revision numbers the states of a backend. Every committed transaction that
@@ -73,6 +74,11 @@ var ErrConflict = errors.New("conflict")
 // ErrUnavailable reports that the backend cannot be reached or is closed.
 // Test with errors.Is.
 var ErrUnavailable = errors.New("backend unavailable")
+
+// ErrUncertain reports a Commit that the backend received but did not
+// confirm in time: it may still be applied when the backend recovers. It
+// wraps ErrUnavailable, so errors.Is(err, ErrUnavailable) holds for it too.
+var ErrUncertain = fmt.Errorf("the change was sent but not confirmed; it may still be applied: %w", ErrUnavailable)
 
 // Backend is a source of records. Implementations are safe for concurrent
 // use.

@@ -287,6 +287,17 @@ func (m *Member) Kill() {
 	<-done
 }
 
+// Signal sends sig to the member's process (SIGSTOP freezes it with its
+// sockets open: requests are received by the kernel and go unanswered).
+func (m *Member) Signal(sig os.Signal) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return errors.New("member " + m.Name + " is not running")
+	}
+	return m.cmd.Process.Signal(sig)
+}
+
 func (m *Member) logText() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
