@@ -372,7 +372,11 @@ type varBody struct {
 	FromSecret string  `json:"from_secret"`
 }
 
-func (b *varBody) check() error {
+// decode reads the body of a variable write into b and checks it.
+func (b *varBody) decode(r *http.Request) error {
+	if err := decodeBody(r, b); err != nil {
+		return err
+	}
 	switch {
 	case b.FromSecret != "" && b.Value != nil:
 		return errorf(CodeInvalidRequest, "give value or from_secret, not both")
@@ -425,10 +429,7 @@ func (a *Agent) apiPutAccount(mode varWrite) handler {
 			return nil, 0, err
 		}
 		var b varBody
-		if err := decodeBody(r, &b); err != nil {
-			return nil, 0, err
-		}
-		if err := b.check(); err != nil {
+		if err := b.decode(r); err != nil {
 			return nil, 0, err
 		}
 		name := r.PathValue("name")
@@ -699,10 +700,7 @@ func (a *Agent) apiPutProjectVar(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, err
 	}
 	var b varBody
-	if err := decodeBody(r, &b); err != nil {
-		return nil, 0, err
-	}
-	if err := b.check(); err != nil {
+	if err := b.decode(r); err != nil {
 		return nil, 0, err
 	}
 	name := r.PathValue("name")
@@ -753,14 +751,6 @@ type workloadJSON struct {
 	Stale     bool     `json:"stale"`
 }
 
-func names(vs []ownVar) []string {
-	out := []string{}
-	for _, v := range vs {
-		out = append(out, v.name)
-	}
-	return out
-}
-
 func (a *Agent) apiListWorkloads(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
@@ -772,7 +762,7 @@ func (a *Agent) apiListWorkloads(r *http.Request, c *caller) (any, int, error) {
 		served := w.servedRev.Load()
 		out = append(out, workloadJSON{
 			ID: id, User: w.reg.User, Project: w.reg.Project, Match: w.reg.Match, Mount: w.reg.Mount,
-			Source: w.source, Path: w.path, Runtime: names(w.runtime), Execution: names(w.execution),
+			Source: w.source, Path: w.path, Runtime: a.ownNames(w.runtime), Execution: a.ownNames(w.execution),
 			Revision: served, EnvRev: int64(w.envRev), TokenFile: w.tokenFile,
 			// Served once, and the env has changed since: the running
 			// program holds an old value.

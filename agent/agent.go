@@ -45,8 +45,9 @@ type Agent struct {
 	model     *model
 	workloads map[string]*workload
 	index     *workloadIndex // narrows match to a caller's candidates
-	platform  layer
-	revWait   chan struct{} // closed and replaced each time model.rev moves
+	platform  layer          // in name order (sortPlatform)
+	rs        resolveState   // interned names, digest seed, merge scratch (resolve.go)
+	revWait   chan struct{}  // closed and replaced each time model.rev moves
 
 	writeMu  sync.Mutex // one admin write at a time: read, check, commit, wait
 	adminGID int        // gid of cfg.AdminGroup, -1 if there is none
@@ -109,6 +110,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.audit, err = openAudit(a.cfg.AuditLog, filepath.Join(a.cfg.StateDir, "audit.key"), a.pool); err != nil {
 		return err
 	}
+	a.audit.log = a.log // before any record: a failed write is reported there
 	defer a.audit.Close()
 	if g, err := user.LookupGroup(a.cfg.AdminGroup); err == nil {
 		a.adminGID, _ = strconv.Atoi(g.Gid)
@@ -220,7 +222,7 @@ func (a *Agent) setPlatform() {
 		a.platformBufs = append(a.platformBufs, b)
 		l.vars = append(l.vars, layerVar{name: d.Name, value: b.Bytes()})
 	}
-	a.platform = l
+	a.platform = sortPlatform(l)
 }
 
 // applySnapshot replaces the model with a full read of the store. Called

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/envlet/envlet/agent/wire"
 	"github.com/envlet/envlet/cache"
@@ -27,17 +27,30 @@ import (
 // HMAC-SHA256 under the install's audit key, so an operator who holds a
 // value can find where it went (POST /v1/audit/hmac) while the log itself
 // reveals nothing.
+//
+// Lines are written by one goroutine (auditQueue): whatever accumulated
+// while it wrote the last batch goes out in one write(2), so under load a
+// serve costs an append to a buffer, and when idle a line is written at
+// once. A serve record is queued and not waited for (the peer has its
+// reply already); every other record waits until it is written, so an
+// admin change or a refusal is in the file by the time the caller hears
+// of it. Close writes what is queued.
 type auditLog struct {
-	mu      sync.Mutex
 	f       *os.File
 	key     *cache.Buf // the audit key, in locked memory
 	journal bool       // also send each line to journald
+	q       *auditQueue
+	log     hclog.Logger // where a failed write is reported; nil: nowhere
 
 	// One keyed HMAC, made on first use and Reset for each sum: a new one
 	// per call would leave a copy of the key (its pads) in the heap each
 	// time.
 	macMu sync.Mutex
 	mac   hash.Hash
+
+	served servedHMACs // the "hmacs" of recent serves, by workload and env revision
+
+	closeOnce sync.Once
 }
 
 // keyed returns the audit log's HMAC, reset, with macMu held; the caller
@@ -68,6 +81,7 @@ type auditRecord struct {
 	FromSecret string            `json:"from_secret,omitempty"` // a variable written to take its value from this secret
 	HMAC       string            `json:"hmac,omitempty"`        // of the value written
 	HMACs      map[string]string `json:"hmacs,omitempty"`       // name -> HMAC of each value served
+	hmacsJSON  []byte            // HMACs already encoded (an object); used instead of HMACs when set
 	Code       string            `json:"code,omitempty"`
 	Reason     string            `json:"reason,omitempty"`
 	Request    string            `json:"request,omitempty"` // METHOD PATH of a refused admin request
@@ -82,19 +96,21 @@ func openAudit(path, keyPath string, pool *cache.Pool) (*auditLog, error) {
 		return nil, err
 	}
 	l := &auditLog{key: key, journal: journal.Enabled()}
-	if path == "" {
-		return l, nil
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			key.Free()
+			return nil, fmt.Errorf("create audit dir: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			key.Free()
+			return nil, fmt.Errorf("open audit log: %w", err)
+		}
+		l.f = f
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		key.Free()
-		return nil, fmt.Errorf("create audit dir: %w", err)
+	if l.f != nil || l.journal {
+		l.q = newAuditQueue(l)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		key.Free()
-		return nil, fmt.Errorf("open audit log: %w", err)
-	}
-	l.f = f
 	return l, nil
 }
 
@@ -204,21 +220,11 @@ func (l *auditLog) sums(entries []wire.Entry) map[string]string {
 	return out
 }
 
-// frameSums is sums over the entries of an encoded Env frame (header
-// included); nil if it does not decode.
-func (l *auditLog) frameSums(frame []byte) map[string]string {
-	if l == nil || l.key == nil || len(frame) < wire.HeaderSize {
-		return nil
-	}
-	_, entries, err := wire.DecodeEnv(frame[wire.HeaderSize:])
-	if err != nil {
-		return nil
-	}
-	return l.sums(entries)
-}
-
+// write records r, with the peer's credentials and user name when given.
+// A serve record is queued; any other returns once the line is written
+// (or the write failed). Without a file or journal it does nothing.
 func (l *auditLog) write(r auditRecord, p *peer, who string) {
-	if l == nil {
+	if l == nil || l.q == nil {
 		return
 	}
 	r.Time = time.Now().UTC().Format(time.RFC3339Nano)
@@ -229,34 +235,37 @@ func (l *auditLog) write(r auditRecord, p *peer, who string) {
 	if who != "" {
 		r.User = who
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return
-	}
-	if l.journal {
-		// The whole record is the message; the action is a field of its
-		// own so `journalctl ENVLET_AUDIT_ACTION=refuse` finds refusals.
-		journal.Send(string(b), journal.PriInfo, map[string]string{
-			"SYSLOG_IDENTIFIER":   "envletd-audit",
-			"ENVLET_AUDIT_ACTION": r.Action,
-		})
-	}
-	if l.f == nil {
-		return
-	}
+	lb := lineBufs.Get().(*[]byte)
+	b := appendAuditJSON((*lb)[:0], &r)
 	b = append(b, '\n')
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.f.Write(b)
+	l.q.put(b, r.Action, r.Action != "serve")
+	if cap(b) <= maxPooledLine {
+		*lb = b
+		lineBufs.Put(lb)
+	}
 }
 
+// lineBufs holds the buffers records are encoded into before they are
+// queued: a serve record of 64 variables is some 5 KB.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+const maxPooledLine = 64 << 10
+
+// Close writes what is queued, then closes the file. A record written
+// after Close is lost: the agent stops its sockets' handlers first.
 func (l *auditLog) Close() error {
 	if l == nil {
 		return nil
 	}
-	l.key.Free()
-	if l.f == nil {
-		return nil
-	}
-	return l.f.Close()
+	var err error
+	l.closeOnce.Do(func() {
+		if l.q != nil {
+			l.q.close()
+		}
+		l.key.Free()
+		if l.f != nil {
+			err = l.f.Close()
+		}
+	})
+	return err
 }

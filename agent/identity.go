@@ -3,34 +3,74 @@ package agent
 import (
 	"crypto/subtle"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
+	"sync/atomic"
 )
 
 // identity is what the workload socket knows of a peer beyond SO_PEERCRED:
-// its cgroup, read from /proc with the pid-reuse check of peer.readProc,
-// and the token it presented.
+// the token it presented and, once a registration needs it, its cgroup,
+// read from /proc with the pid-reuse check of peer.readProc.
 type identity struct {
 	cg    cgroupInfo
 	cgErr error  // why the cgroup is unknown; nil when cg holds it
 	token []byte // the presented token, nil when none; aliases the request buffer
+
+	// pending: the cgroup is not read yet; peer.cgroup reads it on first
+	// use, through conn for the peer's pidfd (SO_PEERPIDFD), which it then
+	// holds until peer.release.
+	pending  bool
+	conn     *net.UnixConn
+	pidfd    int
+	hasPidfd bool
 }
 
-// identify completes p for matching: its cgroup and presented token. A
-// cgroup that cannot be read leaves cgErr set, so registrations that match
-// by uid or gid alone still match (those credentials are fixed at connect
-// time by the kernel) and every cgroup-based field does not.
-func identify(p *peer, token []byte) {
-	id := &identity{}
+// procReads counts the /proc/PID/cgroup reads of workload-socket peers
+// (tests check that matching by uid reads none).
+var procReads atomic.Int64
+
+// identify completes p for matching: the token it presented. Its cgroup is
+// read only when a registration it could be asks for one (systemd_unit,
+// cgroup, container_id) or a refusal describes it: uid and gid come with
+// the connection (SO_PEERCRED), and most nodes match by them, so most
+// requests never touch /proc.
+func identify(p *peer, c *net.UnixConn, token []byte) {
+	id := &identity{pending: true, conn: c}
 	if len(token) > 0 {
 		id.token = token
 	}
-	b, err := p.readProc("cgroup", maxCgroupFile)
-	if err == nil {
-		id.cg, err = cgroupOf(b)
-	}
-	id.cgErr = err
 	p.id = id
+}
+
+// cgroup returns p's cgroup, reading /proc/PID/cgroup the first time. An
+// error (the file cannot be read, or the pid is no longer the peer's)
+// means the cgroup is unknown: registrations that match by uid or gid
+// alone still match (those credentials are fixed at connect time by the
+// kernel) and every cgroup-based field does not.
+func (p *peer) cgroup() (*cgroupInfo, error) {
+	id := p.id
+	if id == nil {
+		return nil, errPeerGone
+	}
+	if id.pending {
+		id.pending = false
+		procReads.Add(1)
+		q := *p
+		if !q.hasPidfd && !q.gone && id.conn != nil {
+			attachPidfd(id.conn, &q)
+			id.pidfd, id.hasPidfd = q.pidfd, q.hasPidfd
+		}
+		b, err := q.readProc("cgroup", maxCgroupFile)
+		if err == nil {
+			id.cg, err = cgroupOf(b)
+		}
+		id.cgErr = err
+	}
+	if id.cgErr != nil {
+		return nil, id.cgErr
+	}
+	return &id.cg, nil
 }
 
 // matchesPeer reports whether a peer is this workload: every field the
@@ -45,27 +85,25 @@ func (w *workload) matchesPeer(p peer) bool {
 	if m.GID != nil && *m.GID != p.gid {
 		return false
 	}
-	var id identity
+	var token []byte
 	if p.id != nil {
-		id = *p.id
-	} else {
-		id.cgErr = errPeerGone
+		token = p.id.token
 	}
-	if m.Token != (id.token != nil) {
+	if m.Token != (token != nil) {
 		return false
 	}
 	if m.Token {
-		if w.token == nil || subtle.ConstantTimeCompare(id.token, w.token.Bytes()) != 1 {
+		if w.token == nil || subtle.ConstantTimeCompare(token, w.token.Bytes()) != 1 {
 			return false
 		}
 	}
 	if m.SystemdUnit == "" && m.Cgroup == "" && m.ContainerID == "" {
 		return true
 	}
-	if id.cgErr != nil {
+	cg, err := p.cgroup()
+	if err != nil {
 		return false
 	}
-	cg := &id.cg
 	if m.SystemdUnit != "" {
 		if strings.HasSuffix(m.SystemdUnit, ".slice") {
 			if !contains(cg.slices, m.SystemdUnit) {
@@ -96,12 +134,16 @@ func (w *workload) matchesPeer(p peer) bool {
 func (p peer) describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "uid %d gid %d", p.uid, p.gid)
+	var cg *cgroupInfo
+	var err error
+	if p.id != nil {
+		cg, err = p.cgroup()
+	}
 	switch {
 	case p.id == nil:
-	case p.id.cgErr != nil:
-		fmt.Fprintf(&b, ", cgroup unknown (%s)", clipText(p.id.cgErr.Error(), 200))
+	case err != nil:
+		fmt.Fprintf(&b, ", cgroup unknown (%s)", clipText(err.Error(), 200))
 	default:
-		cg := p.id.cg
 		fmt.Fprintf(&b, ", cgroup %s", clipText(cg.path, 512))
 		if cg.unit != "" {
 			fmt.Fprintf(&b, ", unit %s", cg.unit)

@@ -44,8 +44,48 @@ func (s varSet) sortedNames() []string {
 	return names
 }
 
+// sortedVar is one variable of a stored set as resolution walks it.
+type sortedVar struct {
+	name     string
+	v        *variable
+	reserved bool // only the platform layer may set a reserved name
+}
+
+// varView is a varSet's variables sorted by name, so resolution merges
+// layers without a map or a sort per workload. apply marks it stale and
+// the resolution that ends every write-locked change rebuilds it
+// (model.refreshViews); a stale view is never read for resolution (the
+// merge sorts a copy instead).
+type varView struct {
+	list   []sortedVar
+	ok     bool
+	queued bool // in model.stale
+}
+
+// staleView is a view to rebuild and the set it shows.
+type staleView struct {
+	view *varView
+	set  *varSet
+}
+
+func (v *varView) build(set varSet, reserved Reserved) {
+	clear(v.list)
+	v.list = sortVars(v.list[:0], set, reserved)
+	v.ok, v.queued = true, false
+}
+
+// sortVars appends set's variables to dst in name order.
+func sortVars(dst []sortedVar, set varSet, reserved Reserved) []sortedVar {
+	for n, x := range set {
+		dst = append(dst, sortedVar{n, x, reserved.Has(n)})
+	}
+	sort.Slice(dst, func(i, j int) bool { return dst[i].name < dst[j].name })
+	return dst
+}
+
 type userState struct {
 	vars   varSet
+	view   varView
 	idxRev fetch.Revision
 }
 
@@ -60,6 +100,7 @@ type project struct {
 	meta    projectMeta
 	metaRev fetch.Revision
 	vars    varSet
+	view    varView
 }
 
 func (p *project) isMember(user string) bool {
@@ -69,6 +110,7 @@ func (p *project) isMember(user string) bool {
 type group struct {
 	metaRev fetch.Revision
 	vars    varSet
+	view    varView
 }
 
 type model struct {
@@ -82,6 +124,27 @@ type model struct {
 	// A secret is stored like a variable: flags (flagFile), then the value.
 	userSecrets map[string]varSet
 	projSecrets map[string]varSet
+
+	stale []staleView // views apply changed, rebuilt by refreshViews
+}
+
+// markStale records that set changed, so its view is rebuilt.
+func (m *model) markStale(v *varView, set *varSet) {
+	v.ok = false
+	if !v.queued {
+		v.queued = true
+		m.stale = append(m.stale, staleView{v, set})
+	}
+}
+
+// refreshViews rebuilds the views apply made stale. Called with Agent.mu
+// held for writing, before anything is resolved.
+func (m *model) refreshViews(reserved Reserved) {
+	for _, s := range m.stale {
+		s.view.build(*s.set, reserved)
+	}
+	clear(m.stale)
+	m.stale = m.stale[:0]
 }
 
 func newModel() *model {
@@ -190,6 +253,7 @@ func (a *Agent) apply(ev fetch.Event, t *touched) {
 	case len(parts) == 4 && parts[0] == "u" && parts[2] == "v":
 		u := m.user(parts[1])
 		u.vars = setVar(u.vars)
+		m.markStale(&u.view, &u.vars)
 		m.dropUserIfEmpty(parts[1])
 		t.users[parts[1]] = true
 	case len(parts) == 3 && parts[0] == "u" && parts[2] == "idx":
@@ -220,6 +284,7 @@ func (a *Agent) apply(ev fetch.Event, t *touched) {
 	case len(parts) == 4 && parts[0] == "p" && parts[2] == "v":
 		p := m.project(parts[1])
 		p.vars = setVar(p.vars)
+		m.markStale(&p.view, &p.vars)
 		m.dropProjectIfEmpty(parts[1])
 		t.projects[parts[1]] = true
 	case len(parts) == 3 && parts[0] == "g" && parts[2] == "meta":
@@ -233,6 +298,7 @@ func (a *Agent) apply(ev fetch.Event, t *touched) {
 	case len(parts) == 4 && parts[0] == "g" && parts[2] == "v":
 		g := m.group(parts[1])
 		g.vars = setVar(g.vars)
+		m.markStale(&g.view, &g.vars)
 		m.dropGroupIfEmpty(parts[1])
 		t.groups[parts[1]] = true
 	case len(parts) == 4 && parts[0] == "s" && (parts[1] == "u" || parts[1] == "p"):

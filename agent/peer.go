@@ -101,11 +101,15 @@ func attachPidfd(c *net.UnixConn, p *peer) {
 	})
 }
 
-// release closes the peer's pidfd.
+// release closes the peer's pidfd, and the one its identity took.
 func (p *peer) release() {
 	if p.hasPidfd {
 		unix.Close(p.pidfd)
 		p.hasPidfd = false
+	}
+	if id := p.id; id != nil && id.hasPidfd {
+		unix.Close(id.pidfd)
+		id.hasPidfd = false
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync/atomic"
 
 	"github.com/envlet/envlet/cache"
@@ -151,15 +150,17 @@ const (
 )
 
 // workload is a registration as the agent serves it: its own layers in
-// locked memory and its resolved Env frame, ready to write.
+// locked memory (ownlayer.go) and a digest of what it was last resolved to;
+// its environment is merged when it asks (resolve.go).
 type workload struct {
 	reg       Registration // Runtime and Execution emptied: the values live in runtime/execution
 	source    string
-	path      string // for file registrations
-	runtime   []ownVar
-	execution []ownVar
+	path      string     // for file registrations
+	runtime   *cache.Buf // own layers (ownlayer.go); nil when empty
+	execution *cache.Buf
 
-	frame     *cache.Buf     // the encoded Env frame
+	digest    uint64         // keyed digest of the Env body it receives (resolve.go)
+	hasDigest bool           // digest is set: resolved at least once
 	envRev    fetch.Revision // revision at which the resolved env last changed
 	servedRev atomic.Int64   // revision last served
 
@@ -167,29 +168,20 @@ type workload struct {
 	tokenFile string     // where it was written
 }
 
-type ownVar struct {
-	name string
-	val  *cache.Buf
-}
-
-func (a *Agent) ownVars(m map[string]string) []ownVar {
-	out := make([]ownVar, 0, len(m))
-	for n, v := range m {
-		out = append(out, ownVar{n, a.pool.Copy([]byte(v))})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
-	return out
-}
-
+// free zeroes w's locked memory. The names of its own layers stay
+// interned: releaseOwn gives them back when the agent goes on.
 func (w *workload) free() {
-	for _, v := range w.runtime {
-		v.val.Free()
-	}
-	for _, v := range w.execution {
-		v.val.Free()
-	}
-	w.frame.Free()
+	w.runtime.Free()
+	w.execution.Free()
 	w.token.Free()
+}
+
+// releaseOwn frees w's own layers and gives back their names. Called with
+// a.mu held for writing.
+func (a *Agent) releaseOwn(w *workload) {
+	a.dropOwn(w.runtime)
+	a.dropOwn(w.execution)
+	w.runtime, w.execution = nil, nil
 }
 
 // putWorkload adds or replaces a registration. Called with a.mu held. A file
@@ -219,10 +211,11 @@ func (a *Agent) putWorkload(r *Registration, source string) error {
 	r.wipeValues() // in locked memory now
 	if old != nil {
 		w.servedRev.Store(old.servedRev.Load())
-		// What it served: resolveWorkload tells a change of the
+		// What it received: resolution tells a change of the
 		// environment from a registration put again unchanged.
-		w.frame, w.envRev, old.frame = old.frame, old.envRev, nil
+		w.digest, w.hasDigest, w.envRev = old.digest, old.hasDigest, old.envRev
 		a.index.remove(old)
+		a.releaseOwn(old)
 		old.free()
 	}
 	a.workloads[r.ID] = w
@@ -243,6 +236,7 @@ func (a *Agent) removeWorkload(id, source string) {
 	if w := a.workloads[id]; w != nil && w.source == source {
 		a.afterRemove(w)
 		a.revokeToken(w)
+		a.releaseOwn(w)
 		w.free()
 		a.index.remove(w)
 		delete(a.workloads, id)

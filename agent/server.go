@@ -35,10 +35,11 @@ const CodeTooManyConnections = "TOO_MANY_CONNECTIONS"
 func (a *Agent) serveWorkloads(ctx context.Context, l *net.UnixListener) error {
 	go func() { <-ctx.Done(); l.Close() }()
 	lim := a.limiter("workload")
+	h := &handlers{conns: map[*net.UnixConn]struct{}{}}
 	n := max(2, runtime.GOMAXPROCS(0))
 	errc := make(chan error, n)
 	for i := 0; i < n; i++ {
-		go func() { errc <- a.acceptWorkloads(ctx, l, lim) }()
+		go func() { errc <- a.acceptWorkloads(ctx, l, lim, h) }()
 	}
 	var first error
 	for i := 0; i < n; i++ {
@@ -47,10 +48,50 @@ func (a *Agent) serveWorkloads(ctx context.Context, l *net.UnixListener) error {
 			l.Close() // stop the other acceptors
 		}
 	}
+	h.stop()
 	return first
 }
 
-func (a *Agent) acceptWorkloads(ctx context.Context, l *net.UnixListener, lim *connLimiter) error {
+// handlers are the workload connections being served. When the agent
+// stops, serveWorkloads waits for them, so every reply sent has its audit
+// record queued before the audit log is closed; connections still waiting
+// for their request (or watching) are cut short rather than waited out.
+type handlers struct {
+	mu       sync.Mutex
+	conns    map[*net.UnixConn]struct{}
+	wg       sync.WaitGroup
+	stopping atomic.Bool
+}
+
+func (h *handlers) add(c *net.UnixConn) {
+	h.wg.Add(1)
+	h.mu.Lock()
+	h.conns[c] = struct{}{}
+	if h.stopping.Load() {
+		c.SetReadDeadline(time.Now())
+	}
+	h.mu.Unlock()
+}
+
+func (h *handlers) done(c *net.UnixConn) {
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	h.wg.Done()
+}
+
+// stop ends every read a handler waits in and waits for all of them.
+func (h *handlers) stop() {
+	h.mu.Lock()
+	h.stopping.Store(true)
+	for c := range h.conns {
+		c.SetReadDeadline(time.Now())
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+func (a *Agent) acceptWorkloads(ctx context.Context, l *net.UnixListener, lim *connLimiter, h *handlers) error {
 	var backoff time.Duration
 	for {
 		c, err := l.AcceptUnix()
@@ -80,9 +121,11 @@ func (a *Agent) acceptWorkloads(ctx context.Context, l *net.UnixListener, lim *c
 			lim.refuse(c, wire.AppendError(nil, CodeTooManyConnections, msg))
 			continue
 		}
+		// The pidfd (SO_PEERPIDFD) is taken when /proc is first read
+		// (peer.cgroup): most requests never need it.
 		p.accepted = accepted
-		attachPidfd(c, &p)
-		go a.serveWorkload(c, p, s)
+		h.add(c)
+		go a.serveWorkload(c, p, s, h)
 	}
 }
 
@@ -107,8 +150,9 @@ func acceptBackoff(err error, d *time.Duration) (time.Duration, bool) {
 	return 0, false
 }
 
-func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot) {
-	defer s.release() // a Watch gives its slot back once it is set up
+func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot, h *handlers) {
+	defer h.done(c)
+	defer s.release() // a Watch gives its slot back once it is set up, GetEnv once it has replied
 	defer p.release()
 	defer c.Close()
 	timeout := a.cfg.RequestTimeout
@@ -120,6 +164,9 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot) {
 	defer clear(buf[:]) // the token
 	t, payload, err := wire.ReadRequest(c, buf[:])
 	if err != nil {
+		if h.stopping.Load() {
+			return // cut short by the stop, not the peer's fault
+		}
 		a.refuse(c, p, CodeBadRequest, "read request: "+err.Error())
 		return
 	}
@@ -131,14 +178,14 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot) {
 	// The request is in: the rest is the agent's work, which counts in
 	// max_conns only.
 	s.ready()
-	identify(&p, req.Token)
+	identify(&p, c, req.Token)
 	if e := a.missingKeys(); e != nil {
 		a.refuse(c, p, e.Code, e.Message)
 		return
 	}
 	switch req.Type {
 	case wire.TypeGetEnv:
-		a.sendEnv(c, p)
+		a.sendEnv(c, p, s)
 	case wire.TypeGetSecret:
 		a.serveSecret(c, p, req)
 	case wire.TypeWatch:
@@ -148,7 +195,11 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot) {
 	}
 }
 
-func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
+// sendEnv answers GetEnv. Once the reply is written the connection is
+// closed and its slot given back, before the audit record is made: a
+// launcher that has its reply and connects again at once must not find
+// its previous connection still counted against max_conns.
+func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 	a.mu.RLock()
 	w, e := a.match(p)
 	if e != nil {
@@ -159,16 +210,23 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer) {
 	// Serve a copy, so a re-resolution may free the frame while we write.
 	frame := a.envFrame(w)
 	rev := a.model.rev
+	envRev := int64(w.envRev)
 	w.servedRev.Store(int64(rev))
 	id := w.reg.ID
 	a.mu.RUnlock()
 	defer frame.Free()
-	if _, err := c.Write(frame.Bytes()); err != nil {
+	_, err := c.Write(frame.Bytes())
+	c.Close()
+	s.release()
+	if err != nil {
 		a.log.Debug("write env", "workload", id, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), HMACs: a.audit.frameSums(frame.Bytes()), Socket: "workload"}, &p, a.userName(p.uid))
-	a.log.Debug("served", "workload", id, "revision", rev, "pid", p.pid)
+	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev),
+		hmacsJSON: a.audit.servedJSON(id, envRev, frame.Bytes()), Socket: "workload"}, &p, a.userName(p.uid))
+	if a.log.IsDebug() {
+		a.log.Debug("served", "workload", id, "revision", rev, "pid", p.pid)
+	}
 }
 
 // refuse logs and audits a refusal, then answers with an Error frame: the

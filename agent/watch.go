@@ -154,19 +154,20 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 	defer a.watchers.remove(id, wt)
 	frame := a.envFrame(w)
 	rev := a.model.rev
+	envRev := int64(w.envRev)
 	w.servedRev.Store(int64(rev))
 	a.mu.RUnlock()
 	// Before the Env frame, so a launcher that has it can count on the slot
 	// being free.
 	freeSlot()
 	_, err := c.Write(frame.Bytes())
-	hmacs := a.audit.frameSums(frame.Bytes())
+	hmacs := a.audit.servedJSON(id, envRev, frame.Bytes())
 	frame.Free()
 	if err != nil {
 		a.log.Debug("write env", "workload", id, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), HMACs: hmacs, Socket: "workload"}, &p, a.userName(p.uid))
+	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), hmacsJSON: hmacs, Socket: "workload"}, &p, a.userName(p.uid))
 	a.log.Debug("watching", "workload", id, "revision", rev, "pid", p.pid)
 
 	c.SetDeadline(time.Time{})

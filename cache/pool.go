@@ -12,14 +12,38 @@ import (
 const (
 	// chunkSize is the size of the mappings that small Bufs are carved from.
 	chunkSize = 64 << 10
-	// minClassShift and maxClassShift bound the power-of-two size classes:
-	// 32 bytes up to half a chunk. Anything larger gets its own mapping.
+	// Size classes run from minClass to maxClass (half a chunk): every
+	// multiple of 32 bytes up to 256, then eight classes per doubling
+	// (256, 288, 320, … 512, 576, … 32 KiB), so a slot wastes less than
+	// 32 bytes or 12.5% of what it holds. Anything larger gets its own
+	// mapping. Every class is a multiple of minClass, so the slots cut
+	// from a chunk stay 32-byte aligned.
 	minClassShift = 5
 	maxClassShift = 15
-	numClasses    = maxClassShift - minClassShift + 1
 	minClass      = 1 << minClassShift
 	maxClass      = 1 << maxClassShift
+	// linearMax is the last class of the 32-byte steps; stepsPerDoubling
+	// classes follow per doubling up to maxClass.
+	linearMax        = 256
+	stepsShift       = 3
+	stepsPerDoubling = 1 << stepsShift
+	numLinear        = linearMax / minClass
+	numClasses       = numLinear + (maxClassShift-8)*stepsPerDoubling
 )
+
+// classSize holds each class's slot size, smallest first.
+var classSize = func() (s [numClasses]int) {
+	for c := range numLinear {
+		s[c] = (c + 1) * minClass
+	}
+	for k := 8; k < maxClassShift; k++ {
+		base, step := 1<<k, 1<<(k-stepsShift)
+		for j := 1; j <= stepsPerDoubling; j++ {
+			s[numLinear+(k-8)*stepsPerDoubling+j-1] = base + j*step
+		}
+	}
+	return s
+}()
 
 // large marks a Buf that owns a whole mapping instead of a slot in a chunk.
 const large = -1
@@ -175,12 +199,17 @@ func (b *Buf) Free() {
 	p.mu.Unlock()
 }
 
-// classOf returns the size class index for 0 < n <= maxClass.
+// classOf returns the size class index for 0 < n <= maxClass: the
+// smallest class that holds n bytes.
 func classOf(n int) int {
-	if n <= minClass {
-		return 0
+	if n <= linearMax {
+		return (n+minClass-1)>>minClassShift - 1
 	}
-	return bits.Len(uint(n-1)) - minClassShift
+	// 2^k < n <= 2^(k+1), k >= 8; the classes of that doubling are
+	// 2^k + j*2^(k-3) for j = 1..8.
+	k := bits.Len(uint(n-1)) - 1
+	j := (n - 1<<k + 1<<(k-stepsShift) - 1) >> (k - stepsShift)
+	return numLinear + (k-8)*stepsPerDoubling + j - 1
 }
 
 // slot returns a zeroed slot of class c. p.mu is held.
@@ -191,13 +220,13 @@ func (p *Pool) slot(c int) []byte {
 		p.free[c] = p.free[c][:l-1]
 		return s
 	}
-	size := minClass << c
+	size := classSize[c]
 	if len(p.rest) < size {
 		// Cut what is left of the old chunk into the largest slots that
 		// fit, so no locked memory goes to waste, then start a new one.
 		// rest is always a multiple of minClass, since every cut is.
 		for cc := numClasses - 1; cc >= 0 && len(p.rest) > 0; cc-- {
-			for sz := minClass << cc; len(p.rest) >= sz; {
+			for sz := classSize[cc]; len(p.rest) >= sz; {
 				p.free[cc] = append(p.free[cc], p.rest[:sz:sz])
 				p.rest = p.rest[sz:]
 			}

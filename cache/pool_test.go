@@ -179,20 +179,33 @@ func TestStats(t *testing.T) {
 func TestChunkRollover(t *testing.T) {
 	p := NewPool()
 	a := p.Alloc(100)   // 128-byte class
-	b := p.Alloc(20000) // 32 KiB class; 32 KiB - 128 bytes left
+	b := p.Alloc(20000) // 20480-byte class
+	c := p.Alloc(maxClass)
 	if got := p.Stats().MappedBytes; got != chunkSize {
 		t.Fatalf("mapped %d, want one chunk", got)
 	}
-	c := p.Alloc(20000) // does not fit: a second chunk
+	left := chunkSize - 128 - classSize[classOf(20000)] - maxClass
+	d := p.Alloc(left + 1) // does not fit: a second chunk
 	if got := p.Stats().MappedBytes; got != 2*chunkSize {
 		t.Fatalf("mapped %d, want two chunks", got)
 	}
 	first := p.chunks[0]
 	lo, hi := addr(first), addr(first)+uintptr(len(first))
-	// The leftover, 32 KiB - 128 bytes, is one slot each of 16 KiB down to
-	// 128 bytes, all in the first chunk.
-	bufs := []*Buf{a, b, c}
-	for sz := maxClass / 2; sz >= 128; sz /= 2 {
+	// The leftover is on the free lists as the largest slots that fit, and
+	// each is handed out from the first chunk.
+	var sizes []int
+	total := 0
+	for c := numClasses - 1; c >= 0; c-- {
+		for range p.free[c] {
+			sizes = append(sizes, classSize[c])
+			total += classSize[c]
+		}
+	}
+	if total != left || len(sizes) == 0 {
+		t.Fatalf("free slots %v hold %d bytes, want the leftover %d", sizes, total, left)
+	}
+	bufs := []*Buf{a, b, c, d}
+	for _, sz := range sizes {
 		x := p.Alloc(sz)
 		bufs = append(bufs, x)
 		if at := addr(x.Bytes()); at < lo || at >= hi {
@@ -204,6 +217,90 @@ func TestChunkRollover(t *testing.T) {
 	}
 	for _, x := range bufs {
 		x.Free()
+	}
+}
+
+// TestSizeClasses checks every size a slot can hold: the class is the
+// smallest that fits, wastes less than 32 bytes up to 256 and at most
+// 12.5% beyond, and every class is a multiple of 32 bytes.
+func TestSizeClasses(t *testing.T) {
+	if classSize[0] != minClass || classSize[numClasses-1] != maxClass {
+		t.Fatalf("classes run from %d to %d, want %d to %d", classSize[0], classSize[numClasses-1], minClass, maxClass)
+	}
+	for c := range numClasses {
+		if classSize[c]%minClass != 0 || c > 0 && classSize[c] <= classSize[c-1] {
+			t.Fatalf("class %d is %d bytes (previous %d): want increasing multiples of %d", c, classSize[c], classSize[max(c-1, 0)], minClass)
+		}
+	}
+	for n := 1; n <= maxClass; n++ {
+		c := classOf(n)
+		if c < 0 || c >= numClasses {
+			t.Fatalf("classOf(%d) = %d, out of range", n, c)
+		}
+		size := classSize[c]
+		switch {
+		case size < n:
+			t.Fatalf("classOf(%d): %d-byte slot is too small", n, size)
+		case c > 0 && classSize[c-1] >= n:
+			t.Fatalf("classOf(%d) = %d bytes, but %d bytes fit", n, size, classSize[c-1])
+		case n <= linearMax && size-n >= minClass:
+			t.Fatalf("classOf(%d) = %d bytes: wastes %d", n, size, size-n)
+		case n > linearMax && (size-n)*8 > n:
+			t.Fatalf("classOf(%d) = %d bytes: wastes over 12.5%%", n, size)
+		}
+	}
+}
+
+// TestClassSlots allocates a Buf of every class boundary and one byte
+// past it: each gets a slot of its class, zeroed, reused after Free, and
+// the slots of live Bufs never overlap.
+func TestClassSlots(t *testing.T) {
+	p := NewPool()
+	type span struct{ lo, hi uintptr }
+	var live []*Buf
+	var spans []span
+	for c := range numClasses {
+		for _, n := range []int{classSize[c], classSize[c] - 1, classSize[c] + 1} {
+			if n < 1 || n > maxClass {
+				continue
+			}
+			b := p.Alloc(n)
+			if len(b.mem) != classSize[classOf(n)] || b.Len() != n || !isZero(b.mem) {
+				t.Fatalf("Alloc(%d): slot %d bytes, Len %d, want a zero slot of %d", n, len(b.mem), b.Len(), classSize[classOf(n)])
+			}
+			fill(b.Bytes(), 0xC3)
+			live = append(live, b)
+			spans = append(spans, span{addr(b.mem), addr(b.mem) + uintptr(len(b.mem))})
+		}
+	}
+	for i, x := range spans {
+		for j, y := range spans[:i] {
+			if x.lo < y.hi && y.lo < x.hi {
+				t.Fatalf("slots %d and %d overlap", i, j)
+			}
+		}
+	}
+	s := p.Stats()
+	if s.Buffers != len(live) {
+		t.Fatalf("Buffers %d, want %d", s.Buffers, len(live))
+	}
+	for _, b := range live {
+		slot := b.mem
+		b.Free()
+		if !isZero(slot) {
+			t.Fatalf("Free left bytes in a %d-byte slot", len(slot))
+		}
+	}
+	if s := p.Stats(); s.Buffers != 0 || s.InUseBytes != 0 {
+		t.Fatalf("after Free: %+v", s)
+	}
+	// Every class is now on its free list: the same sizes map nothing new.
+	mapped := p.Stats().MappedBytes
+	for c := range numClasses {
+		p.Alloc(classSize[c]).Free()
+	}
+	if got := p.Stats().MappedBytes; got != mapped {
+		t.Fatalf("reallocating freed classes mapped %d more bytes", got-mapped)
 	}
 }
 

@@ -119,22 +119,11 @@ func (a *agentProc) etcdDump() (where, dump string) {
 	if eps == "" || a.config == "" {
 		return "", ""
 	}
-	out, err := etcdctl(eps, "get", "--prefix", prefix)
+	out, err := etcdtest.Etcdctl(eps, "get", "--prefix", prefix)
 	if err != nil {
 		return "", ""
 	}
 	return "etcdctl get --prefix " + prefix, out
-}
-
-func etcdctl(endpoints string, args ...string) (string, error) {
-	cmd := exec.Command("etcdctl", append([]string{"--endpoints", endpoints, "--command-timeout", "5s"}, args...)...)
-	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("etcdctl %v: %v: %s", args, err, errb.String())
-	}
-	return out.String(), nil
 }
 
 // newKeyRing makes a key ring file for agents to share.
@@ -223,6 +212,15 @@ func (a *agentProc) waitEnv(uid uint32, name string, want *string) {
 
 func ptr(s string) *string { return &s }
 
+// aliceWorkload creates project p with member alice, and registers her
+// workload w for the processes of uid.
+func (a *agentProc) aliceWorkload(uid uint32) {
+	a.t.Helper()
+	a.cli("project", "create", "p")
+	a.cli("project", "add-member", "p", "alice")
+	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+}
+
 // TestEtcdAgentsShareStore: three agents with their own dirs and sockets on
 // one etcd; a change made through any of them (account, project, group)
 // reaches the workloads of all; etcd holds no value in clear.
@@ -237,9 +235,7 @@ func TestEtcdAgentsShareStore(t *testing.T) {
 	a, b, cn := nodes[0], nodes[1], nodes[2]
 	const uid = 4901
 	const canary = "canary-etcd-acct-71d2"
-	a.cli("project", "create", "p")
-	a.cli("project", "add-member", "p", "alice")
-	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+	a.aliceWorkload(uid)
 	a.cli("env", "set", "--user", "alice", "ACCT_TOKEN", canary)
 	for _, n := range nodes {
 		n.waitEnv(uid, "ACCT_TOKEN", ptr(canary)) // the registration and the value, through A
@@ -345,9 +341,7 @@ func TestEtcdThreeMembers(t *testing.T) {
 	a := startEtcdAgent(t, c.Endpoints(), "/three/", keys)
 	b := startEtcdAgent(t, c.Endpoints(), "/three/", keys)
 	const uid = 4911
-	a.cli("project", "create", "p")
-	a.cli("project", "add-member", "p", "alice")
-	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "V", "0")
 	b.waitEnv(uid, "V", ptr("0"))
 
@@ -409,9 +403,7 @@ func TestEtcdRestartWhileDown(t *testing.T) {
 	a := startEtcdAgent(t, c.Endpoints(), "/down/", keys)
 	b := startEtcdAgent(t, c.Endpoints(), "/down/", keys)
 	const uid = 4921
-	a.cli("project", "create", "p")
-	a.cli("project", "add-member", "p", "alice")
-	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "V", "v1")
 	a.waitEnv(uid, "V", ptr("v1"))
 	a.stop() // writes the snapshot
@@ -475,9 +467,7 @@ func TestEtcdCompactionDuringWatch(t *testing.T) {
 	a := startEtcdAgent(t, c.Endpoints()[:2], "/compact/", keys)
 	b := startEtcdAgent(t, c.Endpoints()[2:], "/compact/", keys) // member 2 only
 	const uid = 4931
-	a.cli("project", "create", "p")
-	a.cli("project", "add-member", "p", "alice")
-	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "V", "0")
 	b.waitEnv(uid, "V", ptr("0"))
 
@@ -518,9 +508,7 @@ func TestEtcdKeyRotation(t *testing.T) {
 	a := startEtcdAgent(t, c.Endpoints(), prefix, ringA)
 	b := startEtcdAgent(t, c.Endpoints(), prefix, ringB)
 	const uid = 4941
-	a.cli("project", "create", "p")
-	a.cli("project", "add-member", "p", "alice")
-	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "PV", "pv")
 	a.cli("env", "set", "--user", "alice", "ACCT", "acct")
 	b.waitEnv(uid, "ACCT", ptr("acct"))
@@ -796,9 +784,7 @@ func BenchmarkEtcdPropagation(b *testing.B) {
 func TestKeyRotateLocal(t *testing.T) {
 	a := startAgent(t, "PATH = /usr/bin:/bin")
 	const uid = 4951
-	a.cli("project", "create", "p")
-	a.cli("project", "add-member", "p", "alice")
-	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})
+	a.aliceWorkload(uid)
 	a.cli("env", "set", "--user", "alice", "ACCT", "acct")
 	a.stop()
 	key := func(args ...string) string {

@@ -172,6 +172,36 @@ log_level = debug
 	return a
 }
 
+// startDevAgent runs envletd -dev as uid, the way a developer would, with
+// -dir a.dir/d; a.workSock and a.adminSock are what it exports.
+func startDevAgent(t *testing.T, uid uint32) *agentProc {
+	t.Helper()
+	dir, _ := os.MkdirTemp("", "eldev")
+	os.Chmod(dir, 0o777)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cmd := exec.Command(bins.envletd, "-dev", "-dir", filepath.Join(dir, "d"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "TMPDIR=" + dir}
+	logs := newLogBuf()
+	cmd.Stderr = logs
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	exports := map[string]string{}
+	for len(exports) < 2 && sc.Scan() {
+		k, v, _ := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
+		exports[k] = v
+	}
+	if exports["ENVLET_ADMIN_SOCKET"] == "" {
+		t.Fatalf("envletd -dev printed no exports; log:\n%s", logs.String())
+	}
+	return &agentProc{t: t, dir: dir, workSock: exports["ENVLET_SOCKET"], adminSock: exports["ENVLET_ADMIN_SOCKET"],
+		log: logs, audit: filepath.Join(dir, "d", "audit.log"), stateDir: filepath.Join(dir, "d", "state"), cmd: cmd}
+}
+
 func (a *agentProc) start() {
 	a.t.Helper()
 	a.starts++

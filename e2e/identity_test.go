@@ -81,6 +81,19 @@ func makeCgroup(t *testing.T, root, rel string) string {
 	return dir
 }
 
+// makeCgroups is makeCgroup under each root cgroupRoots finds.
+func makeCgroups(t *testing.T, rel string) []string {
+	t.Helper()
+	v1, v2 := cgroupRoots(t)
+	var dirs []string
+	for _, root := range []string{v1, v2} {
+		if root != "" {
+			dirs = append(dirs, makeCgroup(t, root, rel))
+		}
+	}
+	return dirs
+}
+
 // launchIn runs envlet-exec as uid inside the given cgroup directories: a
 // shell as uid waits on its stdin, the test (root) moves it into each
 // cgroup, then it execs the launcher (same pid, same cgroups).
@@ -133,15 +146,9 @@ func envOf(out string) map[string]string {
 // TestIdentitySystemdUnit: systemd_unit matches the unit of the peer's
 // cgroup (and any cgroup below it); every other field given must match too.
 func TestIdentitySystemdUnit(t *testing.T) {
-	v1, v2 := cgroupRoots(t)
 	unit := "envlet-e2e-" + randHex(4) + ".service"
-	var dirs, subDirs []string
-	for _, root := range []string{v1, v2} {
-		if root != "" {
-			dirs = append(dirs, makeCgroup(t, root, "/system.slice/"+unit))
-			subDirs = append(subDirs, makeCgroup(t, root, "/system.slice/"+unit+"/payload"))
-		}
-	}
+	dirs := makeCgroups(t, "/system.slice/"+unit)
+	subDirs := makeCgroups(t, "/system.slice/"+unit+"/payload")
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "by-unit", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": unit},
@@ -161,12 +168,7 @@ func TestIdentitySystemdUnit(t *testing.T) {
 		t.Fatalf("outside the unit: %s", r)
 	}
 	// uid and unit: both must match.
-	var otherDirs []string
-	for _, root := range []string{v1, v2} {
-		if root != "" {
-			otherDirs = append(otherDirs, makeCgroup(t, root, "/system.slice/other-"+unit))
-		}
-	}
+	otherDirs := makeCgroups(t, "/system.slice/other-"+unit)
 	if r := a.launchIn(4912, otherDirs, nil, "--", "env"); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") || !strings.Contains(r.stderr, "unit other-"+unit) {
 		t.Fatalf("right unit, wrong uid: %s", r)
 	}
@@ -220,15 +222,9 @@ func TestIdentityContainer(t *testing.T) {
 // TestIdentityCgroupPrefix: cgroup matches a path prefix on a component
 // boundary.
 func TestIdentityCgroupPrefix(t *testing.T) {
-	v1, v2 := cgroupRoots(t)
 	base := "/envlet-e2e-" + randHex(4)
-	var in, beside []string
-	for _, root := range []string{v1, v2} {
-		if root != "" {
-			in = append(in, makeCgroup(t, root, base+"/jobs/42"))
-			beside = append(beside, makeCgroup(t, root, base+"x/jobs/42"))
-		}
-	}
+	in := makeCgroups(t, base+"/jobs/42")
+	beside := makeCgroups(t, base+"x/jobs/42")
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "prefix", "user": "u", "project": "p", "match": map[string]any{"cgroup": base + "/jobs"}})
@@ -243,14 +239,8 @@ func TestIdentityCgroupPrefix(t *testing.T) {
 // TestIdentityAmbiguous: a process that two registrations claim is refused,
 // with both ids in the launcher's message and the audit log.
 func TestIdentityAmbiguous(t *testing.T) {
-	v1, v2 := cgroupRoots(t)
 	unit := "envlet-e2e-" + randHex(4) + ".service"
-	var dirs []string
-	for _, root := range []string{v1, v2} {
-		if root != "" {
-			dirs = append(dirs, makeCgroup(t, root, "/system.slice/"+unit))
-		}
-	}
+	dirs := makeCgroups(t, "/system.slice/"+unit)
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "claim-a", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": unit}})
@@ -396,14 +386,8 @@ func TestTokens(t *testing.T) {
 // the pidfd of the process that connected, that the pid it read
 // /proc/PID/cgroup through is still that process.
 func TestPidReuse(t *testing.T) {
-	v1, v2 := cgroupRoots(t)
 	unit := "envlet-e2e-victim-" + randHex(4) + ".service"
-	var dirs []string
-	for _, root := range []string{v1, v2} {
-		if root != "" {
-			dirs = append(dirs, makeCgroup(t, root, "/system.slice/"+unit))
-		}
-	}
+	dirs := makeCgroups(t, "/system.slice/"+unit)
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	const canary = "canary-victim-6c1f"

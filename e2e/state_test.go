@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -132,31 +130,11 @@ func TestCanaries(t *testing.T) {
 // exports, makes the starter an admin, and lets other users reach the
 // workload socket.
 func TestDevMode(t *testing.T) {
-	dir, _ := os.MkdirTemp("", "eldev")
-	os.Chmod(dir, 0o777)
-	t.Cleanup(func() { os.RemoveAll(dir) })
 	const devUID, otherUID = 4701, 4702
-	cmd := exec.Command(bins.envletd, "-dev", "-dir", filepath.Join(dir, "d"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: devUID, Gid: devUID}}
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "TMPDIR=" + dir}
-	logs := newLogBuf()
-	cmd.Stderr = logs
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	a := startDevAgent(t, devUID)
+	if a.workSock != filepath.Join(a.dir, "d", "workload.sock") || a.adminSock != filepath.Join(a.dir, "d", "admin.sock") {
+		t.Fatalf("exports: ENVLET_SOCKET=%s ENVLET_ADMIN_SOCKET=%s; log:\n%s", a.workSock, a.adminSock, a.log.String())
 	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	sc := bufio.NewScanner(stdout)
-	exports := map[string]string{}
-	for len(exports) < 2 && sc.Scan() {
-		k, v, _ := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
-		exports[k] = v
-	}
-	ws, as := exports["ENVLET_SOCKET"], exports["ENVLET_ADMIN_SOCKET"]
-	if ws != filepath.Join(dir, "d", "workload.sock") || as != filepath.Join(dir, "d", "admin.sock") {
-		t.Fatalf("exports: %v; log:\n%s", exports, logs.String())
-	}
-	a := &agentProc{t: t, dir: dir, workSock: ws, adminSock: as, log: logs, audit: filepath.Join(dir, "d", "audit.log"), stateDir: filepath.Join(dir, "d", "state")}
 	// The starter is admin.
 	if r := a.cliAs(devUID, "project", "create", "p"); r.code != 0 {
 		t.Fatalf("dev starter is not admin: %s", r)
@@ -178,11 +156,11 @@ func TestDevMode(t *testing.T) {
 	}
 	// PR_SET_DUMPABLE 0: the kernel hands the agent's /proc files to root,
 	// so the user who started it cannot read its memory either.
-	if fi, err := os.Stat(fmt.Sprintf("/proc/%d/mem", cmd.Process.Pid)); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+	if fi, err := os.Stat(fmt.Sprintf("/proc/%d/mem", a.cmd.Process.Pid)); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
 		t.Errorf("/proc/agent/mem is not root-owned: the agent is dumpable")
 	}
 	for _, p := range []string{"state", "keyring"} {
-		fi, err := os.Stat(filepath.Join(dir, "d", p))
+		fi, err := os.Stat(filepath.Join(a.dir, "d", p))
 		if err != nil || fi.Mode().Perm()&0o077 != 0 {
 			t.Errorf("%s is not private: %v %v", p, fi.Mode(), err)
 		}

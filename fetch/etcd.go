@@ -400,18 +400,12 @@ func (e *Etcd) Commit(ctx context.Context, txn Txn) (Revision, error) {
 // the reader re-reads the Snapshot and skips the batches it already holds.
 // The channel is closed when ctx ends or the backend is closed.
 func (e *Etcd) Watch(ctx context.Context, after Revision) <-chan Batch {
-	out := make(chan Batch, 64)
-	e.wg.Add(1)
-	go e.watch(ctx, after, out)
-	return out
+	return runWatch(ctx, &e.wg, e.done, make(chan Batch, 64), func(ctx context.Context, send func(Batch) bool) {
+		e.watch(ctx, after, send)
+	})
 }
 
-func (e *Etcd) watch(ctx context.Context, after Revision, out chan<- Batch) {
-	defer e.wg.Done()
-	defer close(out)
-	ctx, cancel := stopWith(ctx, e.done)
-	defer cancel()
-	send := sender(ctx, out)
+func (e *Etcd) watch(ctx context.Context, after Revision, send func(Batch) bool) {
 	next := after + 1
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {

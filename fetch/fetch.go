@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Revision numbers the states of a backend. Every committed transaction that
@@ -120,4 +121,20 @@ func sender(ctx context.Context, out chan<- Batch) func(Batch) bool {
 			return false
 		}
 	}
+}
+
+// runWatch is a backend's Watch: it runs loop in a goroutine that wg
+// counts, and closes out when loop returns. loop's ctx ends with ctx or
+// when done is closed (the backend's Close); its send gives up then.
+func runWatch(ctx context.Context, wg *sync.WaitGroup, done <-chan struct{}, out chan Batch,
+	loop func(ctx context.Context, send func(Batch) bool)) <-chan Batch {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(out)
+		ctx, cancel := stopWith(ctx, done)
+		defer cancel()
+		loop(ctx, sender(ctx, out))
+	}()
+	return out
 }

@@ -52,7 +52,7 @@ var fuzzKeys = func() *Keyring {
 // same bytes: the format has one encoding per state.
 func FuzzStateFile(f *testing.F) {
 	f.Add(encodePayload(&state{}))
-	f.Add(encodePayload(&state{rev: 3, kvs: []KV{{Key: "a", Value: []byte("x"), ModRev: 1}, {Key: "b", ModRev: 3}}}))
+	f.Add(encodePayload(newState(3, []KV{{Key: "a", Value: []byte("x"), ModRev: 1}, {Key: "b", ModRev: 3}})))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if st, err := decodeStateFile(fuzzKeys, data); err == nil {
 			check(t, st)
@@ -71,8 +71,9 @@ func FuzzStateFile(f *testing.F) {
 
 func check(t *testing.T, st *state) {
 	t.Helper()
-	for i, kv := range st.kvs {
-		if kv.Key == "" || kv.ModRev < 1 || kv.ModRev > st.rev || (i > 0 && st.kvs[i-1].Key >= kv.Key) {
+	kvs := st.all()
+	for i, kv := range kvs {
+		if kv.Key == "" || kv.ModRev < 1 || kv.ModRev > st.rev || (i > 0 && kvs[i-1].Key >= kv.Key) {
 			t.Fatalf("decoded an invalid state: record %d", i)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 )
 
@@ -138,40 +137,13 @@ func rewriteKeyFile(path string, lines [][]byte) error {
 	if err != nil {
 		return fmt.Errorf("rewrite key file: %w", err)
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("rewrite key file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
-		// Keep the owner: the agent may run as its own user.
-		if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
-			f.Close()
-			return fmt.Errorf("rewrite key file: %w", err)
+	return replaceFile("rewrite key file", path, data, func(f *os.File) error {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+			// Keep the owner: the agent may run as its own user.
+			return f.Chown(int(st.Uid), int(st.Gid))
 		}
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("rewrite key file %s: %w", path, err)
-	}
-	return nil
+		return nil
+	})
 }
 
 // errNotSealed is returned by a backend asked to store a value that is not

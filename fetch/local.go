@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 
@@ -31,12 +32,19 @@ const (
 	ringSize = 4096
 	// minRecord is the smallest encoded record: str16, u64, bytes32.
 	minRecord = 2 + 8 + 4
+	// chunkMax bounds a run of the in-memory state (see state); chunkFill
+	// is how full a run is made when the state is built whole.
+	chunkMax  = 512
+	chunkFill = chunkMax / 2
 )
 
 var errClosed = fmt.Errorf("local store is closed: %w", ErrUnavailable)
 
-// Local is the embedded backend: the whole state in one encrypted file,
-// rewritten atomically on every commit. It is safe for concurrent use by one
+// Local is the embedded backend: the state in one encrypted file, and every
+// commit since that file was written appended to an encrypted log beside it
+// (locallog.go). A commit costs one append and one fdatasync, whatever the
+// size of the store; the state file is rewritten (the log compacted into it)
+// only when the log outgrows it. It is safe for concurrent use by one
 // process; a lock file keeps other processes out of its directory.
 type Local struct {
 	dir  string
@@ -44,8 +52,18 @@ type Local struct {
 	lock *os.File // holds the flock while open
 	dirf *os.File // the directory, for fsync after rename
 
-	// sem admits one Commit at a time (a channel, so waiting honours ctx).
+	// sem admits one Commit (or Compact) at a time (a channel, so waiting
+	// honours ctx). It guards the log fields below.
 	sem chan struct{}
+
+	log        *os.File // DIR/state.log, O_APPEND; nil until the first commit creates it
+	logSize    int64    // bytes of log known good: header and whole records
+	logBroken  bool     // an append or a log reset failed: the next Commit rewrites the state file and starts a new log
+	stateSize  int64    // size of the state file last read or written; 0 if none
+	compactMin int64    // the log is compacted once it holds more than max(compactMin, stateSize) bytes of records
+	compactAt  int64    // after a failed compaction: the log size to try again at
+	recovery   Recovery
+	hook       func(point string) // tests: called at each step of a write (crash_test.go)
 
 	mu       sync.Mutex // guards the fields below
 	st       *state     // immutable once published
@@ -60,18 +78,59 @@ type Local struct {
 var _ Backend = (*Local)(nil)
 
 // state is one revision of the store. It is never modified once built, so
-// snapshots and batches may share its values.
+// snapshots, batches and later states share its runs and values.
+//
+// The records are kept sorted by key in runs (chunks) of at most chunkMax:
+// a commit copies the list of runs and rebuilds only the runs it touches,
+// so its cost in memory does not grow with the store either.
 type state struct {
-	rev Revision
-	kvs []KV // sorted by key, keys unique
+	rev    Revision
+	chunks [][]KV // each sorted and non-empty, runs in key order, keys unique
+	n      int    // records in all runs
+}
+
+// newState builds a state from records sorted by key, keys unique. The runs
+// alias kvs.
+func newState(rev Revision, kvs []KV) *state {
+	st := &state{rev: rev, n: len(kvs)}
+	for len(kvs) > 0 {
+		n := min(len(kvs), chunkFill)
+		st.chunks = append(st.chunks, kvs[:n:n])
+		kvs = kvs[n:]
+	}
+	return st
+}
+
+// all returns every record in key order, in a new slice.
+func (s *state) all() []KV {
+	kvs := make([]KV, 0, s.n)
+	for _, c := range s.chunks {
+		kvs = append(kvs, c...)
+	}
+	return kvs
+}
+
+// chunkOf returns the index of the run that holds key or would: the first
+// run whose last key is not below key, or len(s.chunks) if key is above
+// every key.
+func (s *state) chunkOf(key string) int {
+	return sort.Search(len(s.chunks), func(i int) bool {
+		c := s.chunks[i]
+		return c[len(c)-1].Key >= key
+	})
 }
 
 func (s *state) get(key string) (KV, bool) {
-	i, ok := slices.BinarySearchFunc(s.kvs, key, func(kv KV, k string) int { return strings.Compare(kv.Key, k) })
+	ci := s.chunkOf(key)
+	if ci == len(s.chunks) {
+		return KV{}, false
+	}
+	c := s.chunks[ci]
+	i, ok := slices.BinarySearchFunc(c, key, func(kv KV, k string) int { return strings.Compare(kv.Key, k) })
 	if !ok {
 		return KV{}, false
 	}
-	return s.kvs[i], true
+	return c[i], true
 }
 
 type watcher struct {
@@ -91,19 +150,44 @@ func (w *watcher) push(b Batch) {
 	}
 }
 
+// Recovery says what OpenLocal found in the log, for the caller to log.
+type Recovery struct {
+	// Replayed is how many log records were applied over the state file.
+	Replayed int
+	// TornBytes is the size of an unfinished record at the end of the log
+	// (a commit cut short by a crash, never acknowledged) that OpenLocal
+	// cut off; 0 when the log ended cleanly.
+	TornBytes int64
+	// TornRev is the revision the unfinished record would have made, when
+	// its header could be read; 0 otherwise.
+	TornRev Revision
+}
+
 // OpenLocal opens the store in dir, creating dir (0700) if needed. The
 // outcomes:
 //
 //   - another process has the store open: an error, nothing touched.
-//   - no state file: an empty store at revision 0; nothing is written
-//     until the first Commit.
-//   - a state file that keys opens: its state and revision.
+//   - no state file and no log: an empty store at revision 0; nothing is
+//     written until the first Commit.
+//   - a state file that keys opens, and the log: the state file's state
+//     with every log record above its revision applied in order (records
+//     at or below it were compacted into it already).
+//   - the log ends with an unfinished record (cut short, or complete in
+//     length but failing authentication, as a crash during an append leaves
+//     it): that record was never acknowledged; it is cut off the log and
+//     reported in Recovery (Recovery.TornBytes), and the store opens.
 //   - a state file that is not one, is of another format version, does not
 //     decrypt with keys or does not decode: an error; the file is left
 //     exactly as it is.
+//   - a log record that fails authentication, or a damaged record header,
+//     with more of the log after it; a record sealed with a key that keys
+//     lacks; records whose revisions do not follow the state file's one by
+//     one: an error that errors.Is ErrStoreCorrupt (or ErrUnknownKey), and
+//     every file is left exactly as it is: acknowledged commits may follow
+//     the damage, and the store never drops them silently.
 //
 // Temp files that a crash left behind are removed in every case: a write is
-// acknowledged only after its rename, so they never hold one.
+// acknowledged only after its rename or its append, so they never hold one.
 func OpenLocal(dir string, keys *Keyring) (*Local, error) {
 	if keys == nil {
 		return nil, errors.New("open local store: no key ring")
@@ -137,7 +221,7 @@ func openLocked(dir string, keys *Keyring) (*Local, error) {
 		return nil, fmt.Errorf("open local store: %w", err)
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), stateTempPfx) {
+		if strings.HasPrefix(e.Name(), stateTempPfx) || strings.HasPrefix(e.Name(), logTempPfx) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 				return nil, fmt.Errorf("open local store: remove leftover temp file: %w", err)
 			}
@@ -159,17 +243,28 @@ func openLocked(dir string, keys *Keyring) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open local store: %w", err)
 	}
-	return &Local{
-		dir:      dir,
-		keys:     keys,
-		dirf:     dirf,
-		sem:      make(chan struct{}, 1),
-		st:       st,
-		ringMax:  ringSize,
-		watchers: map[*watcher]struct{}{},
-		done:     make(chan struct{}),
-	}, nil
+	l := &Local{
+		dir:        dir,
+		keys:       keys,
+		dirf:       dirf,
+		sem:        make(chan struct{}, 1),
+		stateSize:  int64(len(data)),
+		compactMin: compactMinBytes,
+		ringMax:    ringSize,
+		watchers:   map[*watcher]struct{}{},
+		done:       make(chan struct{}),
+	}
+	if st, err = l.openLog(st); err != nil {
+		dirf.Close()
+		return nil, fmt.Errorf("open local store: %w", err)
+	}
+	l.st = st
+	return l, nil
 }
+
+// Recovery says what the open found in the log: how many records it
+// replayed, and the unfinished record it cut off, if any.
+func (l *Local) Recovery() Recovery { return l.recovery }
 
 // Snapshot returns the state at the latest acknowledged revision. The KVs
 // slice is the caller's; the values are shared and must not be modified.
@@ -183,7 +278,7 @@ func (l *Local) Snapshot(ctx context.Context) (Snapshot, error) {
 	if closed {
 		return Snapshot{}, fmt.Errorf("snapshot: %w", errClosed)
 	}
-	return Snapshot{Rev: st.rev, KVs: slices.Clone(st.kvs)}, nil
+	return Snapshot{Rev: st.rev, KVs: st.all()}, nil
 }
 
 // Commit applies txn. The outcomes:
@@ -194,14 +289,20 @@ func (l *Local) Snapshot(ctx context.Context) (Snapshot, error) {
 //     written.
 //   - no Op changes anything (no ops, or only deletes of absent keys): the
 //     current revision, nothing written.
-//   - otherwise the new revision, one above the last, once the whole state
-//     is on disk (temp file, fsync, rename, fsync of the directory); every
-//     put key gets that ModRev, and watchers get the batch.
+//   - otherwise the new revision, one above the last, once the batch is on
+//     disk: one record appended to the log and fdatasynced (the first
+//     commit into a store without a log creates it, by temp file, fsync,
+//     rename and fsync of the directory); every put key gets that ModRev,
+//     and watchers get the batch. When the log then holds more than
+//     max(1 MiB, the state file's size), the whole state is written to a
+//     new state file and the log started afresh (see Compact) before
+//     Commit returns; a failure of that is not the commit's (it is
+//     durable in the log) and is tried again later.
 //   - the write fails: an error; the store's state in memory is unchanged.
-//     On disk the old state remains, unless only the last fsync of the
-//     directory failed, when the new file may or may not survive a crash,
-//     like any write that was not acknowledged. The next Commit rewrites
-//     the whole state either way.
+//     The log is cut back to where it was; the record may or may not
+//     survive a crash, like any write that was not acknowledged. The next
+//     Commit writes the whole state to a new state file and starts a new
+//     log, rather than append to a file that failed.
 //   - ctx ends while waiting for another Commit, or before the write: its
 //     error, nothing written.
 //   - the store is closed: an error that errors.Is ErrUnavailable.
@@ -232,15 +333,16 @@ func (l *Local) Commit(ctx context.Context, txn Txn) (Revision, error) {
 			return 0, fmt.Errorf("commit: %s is not at revision %d: %w", c.Key, c.ModRev, ErrConflict)
 		}
 	}
-	next, events := cur.apply(txn.Ops)
+	events := cur.changes(txn.Ops, cur.rev+1)
 	if len(events) == 0 {
 		return cur.rev, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
-	if err := l.write(next); err != nil {
-		return 0, fmt.Errorf("commit: write state: %w", err)
+	next := cur.with(cur.rev+1, events)
+	if err := l.persist(next, events); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
 	}
 	b := Batch{Rev: next.rev, Events: events}
 	l.mu.Lock()
@@ -254,6 +356,7 @@ func (l *Local) Commit(ctx context.Context, txn Txn) (Revision, error) {
 		w.push(b)
 	}
 	l.mu.Unlock()
+	l.maybeCompact(next)
 	return next.rev, nil
 }
 
@@ -276,11 +379,10 @@ func validateOps(ops []Op) error {
 	return nil
 }
 
-// apply returns the state after ops at revision s.rev+1 and the events that
-// changed something, in the order of ops. Values are copied into one new
-// buffer. ops hold unique keys.
-func (s *state) apply(ops []Op) (*state, []Event) {
-	rev := s.rev + 1
+// changes returns the events of ops at revision rev, in the order of ops:
+// every put, and every delete of a key that exists. Values are copied into
+// one new buffer. ops hold unique keys.
+func (s *state) changes(ops []Op, rev Revision) []Event {
 	size := 0
 	for _, op := range ops {
 		if !op.Delete {
@@ -288,50 +390,84 @@ func (s *state) apply(ops []Op) (*state, []Event) {
 		}
 	}
 	buf := make([]byte, 0, size)
-	// byOp[i] is the event of ops[i], if it changes something.
-	byOp := make([]*Event, len(ops))
-	order := make([]int, len(ops))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ops[a].Key, ops[b].Key) })
-
-	kvs := make([]KV, 0, len(s.kvs)+len(ops))
-	i := 0
-	for _, oi := range order {
-		op := ops[oi]
-		for i < len(s.kvs) && s.kvs[i].Key < op.Key {
-			kvs = append(kvs, s.kvs[i])
-			i++
-		}
-		exists := i < len(s.kvs) && s.kvs[i].Key == op.Key
-		if exists {
-			i++ // replaced or deleted
-		}
+	events := make([]Event, 0, len(ops))
+	for _, op := range ops {
 		if op.Delete {
-			if exists {
-				byOp[oi] = &Event{Key: op.Key, ModRev: rev, Deleted: true}
+			if _, ok := s.get(op.Key); ok {
+				events = append(events, Event{Key: op.Key, ModRev: rev, Deleted: true})
 			}
 			continue
 		}
 		start := len(buf)
 		buf = append(buf, op.Value...)
-		v := buf[start:len(buf):len(buf)]
-		kvs = append(kvs, KV{Key: op.Key, Value: v, ModRev: rev})
-		byOp[oi] = &Event{Key: op.Key, Value: v, ModRev: rev}
+		events = append(events, Event{Key: op.Key, Value: buf[start:len(buf):len(buf)], ModRev: rev})
 	}
-	kvs = append(kvs, s.kvs[i:]...)
-	var events []Event
-	for _, e := range byOp {
-		if e != nil {
-			events = append(events, *e)
-		}
-	}
-	return &state{rev: rev, kvs: kvs}, events
+	return events
 }
 
-// write puts st on disk atomically and durably.
-func (l *Local) write(st *state) error {
+// with returns the state at rev after events (unique keys, deletes only of
+// keys that exist; values are taken as they are). Only the runs that an
+// event falls in are rebuilt; the others are shared with s.
+func (s *state) with(rev Revision, events []Event) *state {
+	order := make([]int, len(events))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(events[a].Key, events[b].Key) })
+	next := &state{rev: rev, n: s.n, chunks: make([][]KV, 0, len(s.chunks)+1)}
+	copied := 0 // runs of s before this are in next
+	for k := 0; k < len(order); {
+		ci := s.chunkOf(events[order[k]].Key)
+		if ci == len(s.chunks) && ci > 0 {
+			ci-- // above every key: the last run takes it
+		}
+		next.chunks = append(next.chunks, s.chunks[copied:min(ci, len(s.chunks))]...)
+		var old []KV
+		if ci < len(s.chunks) {
+			old = s.chunks[ci]
+		}
+		// The events of this run: up to its last key, or all that are
+		// left for the last run.
+		j := k
+		for j < len(order) && (ci >= len(s.chunks)-1 || events[order[j]].Key <= old[len(old)-1].Key) {
+			j++
+		}
+		merged := make([]KV, 0, len(old)+j-k)
+		i := 0
+		for _, oi := range order[k:j] {
+			e := events[oi]
+			for i < len(old) && old[i].Key < e.Key {
+				merged = append(merged, old[i])
+				i++
+			}
+			if i < len(old) && old[i].Key == e.Key {
+				i++ // replaced or deleted
+				next.n--
+			}
+			if !e.Deleted {
+				merged = append(merged, KV{Key: e.Key, Value: e.Value, ModRev: rev})
+				next.n++
+			}
+		}
+		merged = append(merged, old[i:]...)
+		for len(merged) > chunkMax {
+			next.chunks = append(next.chunks, merged[:chunkFill:chunkFill])
+			merged = merged[chunkFill:]
+		}
+		if len(merged) > 0 {
+			next.chunks = append(next.chunks, merged)
+		}
+		copied = ci + 1
+		k = j
+	}
+	if copied < len(s.chunks) {
+		next.chunks = append(next.chunks, s.chunks[copied:]...)
+	}
+	return next
+}
+
+// writeState puts st on disk as the state file, atomically and durably.
+func (l *Local) writeState(st *state) error {
 	payload := encodePayload(st)
 	file := make([]byte, 0, len(stateMagic)+1+1+len(l.keys.PrimaryID())+nonceSize+len(payload)+tagSize)
 	file = append(file, stateMagic...)
@@ -360,29 +496,46 @@ func (l *Local) write(st *state) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	l.at("compact-state-written")
 	if err := os.Rename(tmp, filepath.Join(l.dir, stateFileName)); err != nil {
 		return err
 	}
 	renamed = true
-	return l.dirf.Sync()
+	l.at("compact-state-renamed")
+	if err := l.dirf.Sync(); err != nil {
+		return err
+	}
+	l.stateSize = int64(len(file))
+	return nil
+}
+
+// at calls the test hook, if any, at a named step of a write.
+func (l *Local) at(point string) {
+	if l.hook != nil {
+		l.hook(point)
+	}
 }
 
 // encodePayload encodes st: u64 revision, u32 count, then per record (sorted
 // by key) str16 key, u64 modrev, bytes32 value; integers big endian.
 func encodePayload(st *state) []byte {
 	size := 8 + 4
-	for _, kv := range st.kvs {
-		size += minRecord + len(kv.Key) + len(kv.Value)
+	for _, c := range st.chunks {
+		for _, kv := range c {
+			size += minRecord + len(kv.Key) + len(kv.Value)
+		}
 	}
 	b := make([]byte, 0, size)
 	b = binary.BigEndian.AppendUint64(b, uint64(st.rev))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(st.kvs)))
-	for _, kv := range st.kvs {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(kv.Key)))
-		b = append(b, kv.Key...)
-		b = binary.BigEndian.AppendUint64(b, uint64(kv.ModRev))
-		b = binary.BigEndian.AppendUint32(b, uint32(len(kv.Value)))
-		b = append(b, kv.Value...)
+	b = binary.BigEndian.AppendUint32(b, uint32(st.n))
+	for _, c := range st.chunks {
+		for _, kv := range c {
+			b = binary.BigEndian.AppendUint16(b, uint16(len(kv.Key)))
+			b = append(b, kv.Key...)
+			b = binary.BigEndian.AppendUint64(b, uint64(kv.ModRev))
+			b = binary.BigEndian.AppendUint32(b, uint32(len(kv.Value)))
+			b = append(b, kv.Value...)
+		}
 	}
 	return b
 }
@@ -418,8 +571,7 @@ func decodePayload(b []byte) (*state, error) {
 	if rev > math.MaxInt64 {
 		return nil, errors.New("decode state: revision out of range")
 	}
-	st := &state{rev: Revision(rev)}
-	st.kvs = make([]KV, 0, min(int(count), len(b)/minRecord))
+	kvs := make([]KV, 0, min(int(count), len(b)/minRecord))
 	for n := uint32(0); n < count; n++ {
 		if len(b) < 2 {
 			return nil, errTruncated
@@ -441,17 +593,17 @@ func decodePayload(b []byte) (*state, error) {
 		switch {
 		case kl == 0:
 			return nil, fmt.Errorf("decode state: record %d has an empty key", n)
-		case len(st.kvs) > 0 && cmp.Compare(st.kvs[len(st.kvs)-1].Key, key) >= 0:
+		case len(kvs) > 0 && cmp.Compare(kvs[len(kvs)-1].Key, key) >= 0:
 			return nil, fmt.Errorf("decode state: record %d out of order", n)
 		case modRev == 0 || modRev > rev:
 			return nil, fmt.Errorf("decode state: record %d has revision %d outside 1..%d", n, modRev, rev)
 		}
-		st.kvs = append(st.kvs, KV{Key: key, Value: val, ModRev: Revision(modRev)})
+		kvs = append(kvs, KV{Key: key, Value: val, ModRev: Revision(modRev)})
 	}
 	if len(b) != 0 {
 		return nil, fmt.Errorf("decode state: %d trailing bytes", len(b))
 	}
-	return st, nil
+	return newState(Revision(rev), kvs), nil
 }
 
 // Watch delivers, in order, every batch committed with Rev > after: first
@@ -536,6 +688,11 @@ func (l *Local) Close() error {
 	l.mu.Unlock()
 	l.wg.Wait()
 	err := l.dirf.Close()
+	if l.log != nil {
+		if cerr := l.log.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if cerr := l.lock.Close(); err == nil {
 		err = cerr
 	}

@@ -74,15 +74,15 @@ func TestLocalCommit(t *testing.T) {
 	if s := snapshot(t, l); s.Rev != 0 || len(s.KVs) != 0 {
 		t.Fatalf("new store: %s", dump(s))
 	}
-	if _, err := os.Stat(filepath.Join(dir, stateFileName)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("opening an empty store wrote a state file")
+	if names := dirNames(t, dir); !slices.Equal(names, []string{lockFileName}) {
+		t.Fatalf("opening an empty store wrote %v", names)
 	}
 	// An empty Txn returns the current revision and writes nothing.
 	if rev := commit(t, l, Txn{}); rev != 0 {
 		t.Fatalf("empty txn rev %d", rev)
 	}
-	if _, err := os.Stat(filepath.Join(dir, stateFileName)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("an empty txn wrote a state file")
+	if names := dirNames(t, dir); !slices.Equal(names, []string{lockFileName}) {
+		t.Fatalf("an empty txn wrote %v", names)
 	}
 
 	if rev := commit(t, l, Txn{Conds: []Cond{{Key: "b", ModRev: 0}}, Ops: []Op{put("b", "1"), put("a", "1")}}); rev != 1 {
@@ -105,7 +105,7 @@ func TestLocalCommit(t *testing.T) {
 		{"missing key", Cond{Key: "zz", ModRev: 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			before, _ := os.ReadFile(filepath.Join(dir, stateFileName))
+			before := dirContent(t, dir)
 			_, err := l.Commit(ctx, Txn{Conds: []Cond{{Key: "a", ModRev: 1}, tt.cond}, Ops: []Op{put("a", "X"), del("c")}})
 			if !errors.Is(err, ErrConflict) {
 				t.Fatalf("err = %v, want ErrConflict", err)
@@ -113,8 +113,8 @@ func TestLocalCommit(t *testing.T) {
 			if got := dump(snapshot(t, l)); got != want {
 				t.Fatalf("conflict changed the state:\n%s", got)
 			}
-			if after, _ := os.ReadFile(filepath.Join(dir, stateFileName)); !bytes.Equal(before, after) {
-				t.Fatal("conflict rewrote the state file")
+			if after := dirContent(t, dir); after != before {
+				t.Fatal("conflict wrote to the store's files")
 			}
 		})
 	}
@@ -231,6 +231,9 @@ func TestLocalCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	commit(t, l, Txn{Ops: []Op{put("a", "1"), put("b", "2")}})
+	if err := l.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	l.Close()
 	good, err := os.ReadFile(filepath.Join(src, stateFileName))
 	if err != nil {
@@ -310,26 +313,36 @@ func TestLocalNoPlaintext(t *testing.T) {
 		}
 	}
 	needles = append(needles, []byte("canaryproject"), []byte("CANARY"))
-	files := 0
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		files++
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range needles {
-			if bytes.Contains(data, n) {
-				t.Errorf("%s holds %q in clear", path, n)
+	scan := func() {
+		files := 0
+		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
 			}
+			files++
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range needles {
+				if bytes.Contains(data, n) {
+					t.Errorf("%s holds %q in clear", path, n)
+				}
+			}
+			return nil
+		})
+		if files == 0 {
+			t.Fatal("no files in the state directory")
 		}
-		return nil
-	})
-	if files == 0 {
-		t.Fatal("no files in the state directory")
 	}
+	scan() // the commits in the log
+	if err := l.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	scan() // the state file
+	commit(t, l, Txn{Ops: []Op{{Key: "s/p/canaryproject00/CANARYNAME00", Value: keys.Seal(nil, []byte("CANARY-VALUE-00-7d1e0a"), "s/p/canaryproject00/CANARYNAME00")}}})
+	commit(t, l, Txn{Ops: []Op{del("s/p/canaryproject01/CANARYNAME01")}})
+	scan() // both
 	// And the agent's view: every value opens under its own key only.
 	s := snapshot(t, l)
 	for _, kv := range s.KVs {
@@ -552,7 +565,7 @@ func writeFailChild(dir string) {
 	if _, err := l.Commit(ctx, Txn{Ops: []Op{put("small", "1")}}); err != nil {
 		fail("%v", err)
 	}
-	path := filepath.Join(dir, "store", stateFileName)
+	path := filepath.Join(dir, "store", logFileName)
 	before, _ := os.ReadFile(path)
 	// Writes past 4 KiB now fail with EFBIG (Go ignores SIGXFSZ).
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: 4096, Max: unix.RLIM_INFINITY}); err != nil {
@@ -566,16 +579,10 @@ func writeFailChild(dir string) {
 		fail("failed commit changed memory: rev %d", s.Rev)
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
-		fail("failed commit changed the state file")
+		fail("failed commit changed the log")
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "store"))
-	names := []string{}
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	slices.Sort(names)
-	if !slices.Equal(names, []string{stateFileName, lockFileName}) {
-		fail("failed commit left files: %v", names)
+	if names := dirNamesOf(filepath.Join(dir, "store")); !slices.Equal(names, []string{lockFileName, logFileName}) {
+		fail("failed commit left files: %v", dirNamesOf(filepath.Join(dir, "store")))
 	}
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}); err != nil {
 		fail("setrlimit: %v", err)
@@ -583,37 +590,133 @@ func writeFailChild(dir string) {
 	if rev, err := l.Commit(ctx, Txn{Ops: []Op{put("small", "2")}}); err != nil || rev != 2 {
 		fail("commit after the failure: %d, %v", rev, err)
 	}
+	// A compaction that fails leaves the commit acknowledged and durable in
+	// the log, and is tried again later.
+	if _, err := l.Commit(ctx, Txn{Ops: []Op{{Key: "big", Value: make([]byte, 3000)}}}); err != nil {
+		fail("%v", err)
+	}
+	if err := l.Compact(ctx); err != nil {
+		fail("compact: %v", err)
+	}
+	statePath := filepath.Join(dir, "store", stateFileName)
+	beforeState, _ := os.ReadFile(statePath)
+	l.compactMin, l.stateSize = 1, 1 // compact at the next commit
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: 2048, Max: unix.RLIM_INFINITY}); err != nil {
+		fail("setrlimit: %v", err)
+	}
+	if rev, err := l.Commit(ctx, Txn{Ops: []Op{put("small", "2")}}); err != nil || rev != 4 {
+		fail("commit whose compaction fails: %d, %v", rev, err)
+	}
+	if after, _ := os.ReadFile(statePath); !bytes.Equal(beforeState, after) {
+		fail("a failed compaction changed the state file")
+	}
+	if names := dirNamesOf(filepath.Join(dir, "store")); !slices.Equal(names, []string{stateFileName, lockFileName, logFileName}) {
+		fail("failed compaction left files: %v", names)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}); err != nil {
+		fail("setrlimit: %v", err)
+	}
+	if rev, err := l.Commit(ctx, Txn{Ops: []Op{put("small", "3")}}); err != nil || rev != 5 {
+		fail("commit after the failed compaction: %d, %v", rev, err)
+	}
+	if after, _ := os.ReadFile(statePath); bytes.Equal(beforeState, after) {
+		fail("the compaction was not tried again")
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != int64(logHeaderLen) {
+		fail("log after the compaction: %v", err)
+	}
 	l.Close()
 	l, err = OpenLocal(filepath.Join(dir, "store"), keys)
 	if err != nil {
 		fail("%v", err)
 	}
-	if s, _ := l.Snapshot(ctx); s.Rev != 2 || string(s.KVs[0].Value) != "2" {
+	if s, _ := l.Snapshot(ctx); s.Rev != 5 || len(s.KVs) != 2 || string(s.KVs[1].Value) != "3" {
 		fail("reopened at rev %d", s.Rev)
 	}
 	fmt.Println("WRITEFAIL-OK")
 }
 
-// BenchmarkCommit measures one small put per Commit, each durable (two
-// fsyncs), against the floor: writing and renaming a file of the same size
-// with the same fsyncs. keys is how many records the state already holds,
-// since every commit rewrites the whole state.
+// dirNamesOf lists the files in dir, sorted.
+func dirNamesOf(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	names := []string{}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	slices.Sort(names)
+	return names
+}
+
+func dirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	return dirNamesOf(dir)
+}
+
+// dirContent renders every file of dir but the lock file, name and bytes,
+// for comparison.
+func dirContent(t testing.TB, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, name := range dirNames(t, dir) {
+		if name == lockFileName {
+			continue // made by the first open; always empty
+		}
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %x\n", name, data)
+	}
+	return b.String()
+}
+
+// benchStores are the stores BenchmarkCommit and BenchmarkCompact commit
+// into: records already held, and the size of each value (and of the value
+// committed): a variable's, or a registration's, whose record holds its 64
+// variables.
+var benchStores = []struct {
+	name          string
+	records, size int
+}{
+	{"keys=0", 0, 23},
+	{"keys=1000", 1000, 23},
+	{"keys=10000", 10000, 23},
+	{"keys=10000x3KB", 10000, 3000},
+}
+
+// fillStore commits n records of size-byte sealed values in one batch and
+// compacts, as a store that has been running a while looks.
+func fillStore(b *testing.B, l *Local, keys *Keyring, n, size int) {
+	if n == 0 {
+		return
+	}
+	var ops []Op
+	for i := range n {
+		key := fmt.Sprintf("u/user%05d/v/VAR", i)
+		ops = append(ops, Op{Key: key, Value: keys.Seal(nil, make([]byte, size), key)})
+	}
+	commit(b, l, Txn{Ops: ops})
+	if err := l.Compact(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkCommit measures one durable Commit of one put (a value of the
+// store's size) into each of benchStores, against two floors: appending a
+// record of the same size to a file with one fdatasync, the least any
+// durable commit costs (`append-floor`), and rewriting a file the size of
+// the whole state (temp file, fsync, rename, fsync of the directory), what
+// every commit cost before the store had a log (`rewrite-floor`). The
+// compactions that the commits cause are in the figure (one per 1 MiB of
+// log, or per state file's size); BenchmarkCompact times one.
 func BenchmarkCommit(b *testing.B) {
 	ctx := context.Background()
 	keys := testKeys(b)
-	for _, n := range []int{0, 1000, 10000} {
-		b.Run(fmt.Sprintf("keys=%d/local", n), func(b *testing.B) {
+	for _, bs := range benchStores {
+		b.Run(bs.name+"/local", func(b *testing.B) {
 			l := openStore(b, b.TempDir(), keys)
-			var ops []Op
-			for i := range n {
-				key := fmt.Sprintf("u/user%04d/v/VAR", i)
-				ops = append(ops, Op{Key: key, Value: keys.Seal(nil, []byte("value-of-a-typical-size"), key)})
-			}
-			if n > 0 {
-				commit(b, l, Txn{Ops: ops})
-			}
-			val := keys.Seal(nil, []byte("v"), "bench")
-			b.ResetTimer()
+			fillStore(b, l, keys, bs.records, bs.size)
+			val := keys.Seal(nil, make([]byte, bs.size), "bench")
 			start := time.Now()
 			for b.Loop() {
 				if _, err := l.Commit(ctx, Txn{Ops: []Op{{Key: "bench", Value: val}}}); err != nil {
@@ -621,23 +724,36 @@ func BenchmarkCommit(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
-			fi, _ := os.Stat(filepath.Join(l.dir, stateFileName))
-			b.ReportMetric(float64(fi.Size()), "file-bytes")
+			b.ReportMetric(float64(l.stateSize), "state-bytes")
 		})
-		b.Run(fmt.Sprintf("keys=%d/floor", n), func(b *testing.B) {
-			dir := b.TempDir()
-			size := 200
-			if n > 0 {
-				l := openStore(b, b.TempDir(), keys)
-				var ops []Op
-				for i := range n {
-					key := fmt.Sprintf("u/user%04d/v/VAR", i)
-					ops = append(ops, Op{Key: key, Value: keys.Seal(nil, []byte("value-of-a-typical-size"), key)})
-				}
-				commit(b, l, Txn{Ops: ops})
-				fi, _ := os.Stat(filepath.Join(l.dir, stateFileName))
-				size = int(fi.Size())
+		b.Run(bs.name+"/append-floor", func(b *testing.B) {
+			f, err := os.Create(filepath.Join(b.TempDir(), "log"))
+			if err != nil {
+				b.Fatal(err)
 			}
+			defer f.Close()
+			rec, _ := frameRecord(keys, encodeLogBody(nil, 1, []Event{{Key: "bench", Value: keys.Seal(nil, make([]byte, bs.size), "bench")}}))
+			var off int64
+			start := time.Now()
+			for b.Loop() {
+				if _, err := f.WriteAt(rec, off); err != nil {
+					b.Fatal(err)
+				}
+				if err := unix.Fdatasync(int(f.Fd())); err != nil {
+					b.Fatal(err)
+				}
+				off += int64(len(rec))
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
+		})
+		b.Run(bs.name+"/rewrite-floor", func(b *testing.B) {
+			size := 200
+			if bs.records > 0 {
+				l := openStore(b, b.TempDir(), keys)
+				fillStore(b, l, keys, bs.records, bs.size)
+				size = int(l.stateSize)
+			}
+			dir := b.TempDir()
 			data := make([]byte, size)
 			d, err := os.Open(dir)
 			if err != nil {
@@ -657,6 +773,33 @@ func BenchmarkCommit(b *testing.B) {
 				d.Sync()
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
+			b.ReportMetric(float64(size), "file-bytes")
+		})
+	}
+}
+
+// BenchmarkCompact times one compaction of each of benchStores (the whole
+// state written to a new state file and a new log started), and what it
+// adds to each commit once spread over the commits of one value each that
+// fill the log up to the compaction threshold.
+func BenchmarkCompact(b *testing.B) {
+	keys := testKeys(b)
+	for _, bs := range benchStores {
+		b.Run(bs.name, func(b *testing.B) {
+			l := openStore(b, b.TempDir(), keys)
+			fillStore(b, l, keys, bs.records, bs.size)
+			commit(b, l, Txn{Ops: []Op{{Key: "bench", Value: keys.Seal(nil, make([]byte, bs.size), "bench")}}})
+			rec := l.logSize - int64(logHeaderLen)
+			start := time.Now()
+			for b.Loop() {
+				if err := l.Compact(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			per := time.Since(start) / time.Duration(b.N)
+			commits := max(l.compactMin, l.stateSize) / rec
+			b.ReportMetric(float64(l.stateSize), "state-bytes")
+			b.ReportMetric(float64(per.Microseconds())/float64(commits), "µs/commit-amortized")
 		})
 	}
 }

@@ -11,6 +11,12 @@ import (
 // ends with a pass that finds nothing to do.
 const resealPasses = 5
 
+// compacter is a backend that seals its own files as a whole (Local):
+// Compact rewrites them under the key ring's primary key.
+type compacter interface {
+	Compact(ctx context.Context) error
+}
+
 // ResealResult counts what Reseal did.
 type ResealResult struct {
 	Records  int // records in the store at the last pass
@@ -26,7 +32,9 @@ type ResealResult struct {
 // key ring has the same primary seals with it) and checked again in the
 // next pass. The outcomes:
 //
-//   - every record is under the primary: the counts, nil.
+//   - every record is under the primary: the counts, nil. A backend with
+//     a Compact method (the local store) is compacted first, so its files
+//     are sealed with the primary too.
 //   - a record does not open (a key missing from keys, or tampered): an
 //     error naming the record key, nothing more written.
 //   - the store fails (unavailable): that error; what was resealed stays
@@ -72,7 +80,16 @@ func Reseal(ctx context.Context, b Backend, keys *Keyring) (ResealResult, error)
 			}
 		}
 		if left == 0 && did == 0 {
-			return res, nil // a pass that found everything under the primary
+			// A pass that found every record under the primary. A store
+			// that keeps its own files sealed (the local store's state
+			// file and log) rewrites them under it too, so the old key
+			// can go.
+			if c, ok := b.(compacter); ok {
+				if err := c.Compact(ctx); err != nil {
+					return res, fmt.Errorf("reseal: %w", err)
+				}
+			}
+			return res, nil
 		}
 	}
 	return res, fmt.Errorf("reseal: records kept changing under an old key after %d passes; is every agent's key ring primary %s?", resealPasses, keys.PrimaryID())

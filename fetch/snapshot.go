@@ -161,8 +161,8 @@ func (m *Mirror) Snapshot(ctx context.Context) (Snapshot, error) {
 	if fileErr != nil {
 		return Snapshot{}, fmt.Errorf("%w; and the last-read snapshot cannot serve: %v", err, fileErr)
 	}
-	m.kvs = make(map[string]KV, len(fs.kvs))
-	for _, kv := range fs.kvs {
+	m.kvs = make(map[string]KV, fs.n)
+	for _, kv := range fs.all() {
 		m.kvs[kv.Key] = kv
 	}
 	m.rev, m.degraded, m.started = fs.rev, true, true
@@ -223,18 +223,12 @@ func (m *Mirror) Commit(ctx context.Context, txn Txn) (Revision, error) {
 // and delivers a Reset: the reader's next Snapshot returns that read, and
 // the batches after it follow.
 func (m *Mirror) Watch(ctx context.Context, after Revision) <-chan Batch {
-	out := make(chan Batch)
-	m.wg.Add(1)
-	go m.watch(ctx, after, out)
-	return out
+	return runWatch(ctx, &m.wg, m.done, make(chan Batch), func(ctx context.Context, send func(Batch) bool) {
+		m.watch(ctx, after, send)
+	})
 }
 
-func (m *Mirror) watch(ctx context.Context, after Revision, out chan<- Batch) {
-	defer m.wg.Done()
-	defer close(out)
-	ctx, cancel := stopWith(ctx, m.done)
-	defer cancel()
-	send := sender(ctx, out)
+func (m *Mirror) watch(ctx context.Context, after Revision, send func(Batch) bool) {
 	m.mu.Lock()
 	degraded := m.degraded
 	m.mu.Unlock()
@@ -391,7 +385,7 @@ func (m *Mirror) save(force bool) {
 		m.mu.Unlock()
 		return
 	}
-	st := &state{rev: m.rev, kvs: m.snapshotLocked().KVs}
+	st := newState(m.rev, m.snapshotLocked().KVs)
 	at := m.currentAtLocked(h)
 	m.dirty = false
 	m.mu.Unlock()
@@ -416,15 +410,32 @@ func (m *Mirror) write(st *state, at time.Time) error {
 	payload = append(payload, body...)
 	file := append([]byte(snapMagic), snapVersion)
 	file = m.keys.Seal(file, payload, snapAAD)
+	return replaceFile("write snapshot", m.path, file, nil)
+}
 
-	dir := filepath.Dir(m.path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(m.path)+".tmp-*")
+// replaceFile puts data in path atomically: a temp file beside it (mode
+// 0600), which prep (when not nil) may change first, is written, synced
+// and renamed over path, and the directory is synced. A reader sees the
+// old file or the new one, never a part. Errors begin with op; those after
+// the temp file was made and prepared name path too.
+func replaceFile(op, path string, data []byte, prep func(*os.File) error) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*") // mode 0600
 	if err != nil {
-		return fmt.Errorf("write snapshot: %w", err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once renamed
-	_, err = f.Write(file)
+	if prep != nil {
+		if err := prep(f); err != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -432,13 +443,13 @@ func (m *Mirror) write(st *state, at time.Time) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, m.path)
+		err = os.Rename(tmp, path)
 	}
 	if err == nil {
 		err = syncDir(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("write snapshot %s: %w", m.path, err)
+		return fmt.Errorf("%s %s: %w", op, path, err)
 	}
 	return nil
 }

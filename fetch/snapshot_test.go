@@ -169,8 +169,8 @@ func TestMirrorFollowsWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ident, _, st, err := decodeSnapshotFile(keys, data)
-	if err != nil || ident != "etcd x" || st.rev != r2 || len(st.kvs) != 2 {
-		t.Fatalf("file: %q rev %d, %d records, %v", ident, st.rev, len(st.kvs), err)
+	if err != nil || ident != "etcd x" || st.rev != r2 || st.n != 2 {
+		t.Fatalf("file: %q rev %d, %d records, %v", ident, st.rev, st.n, err)
 	}
 }
 

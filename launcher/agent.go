@@ -14,29 +14,58 @@ import (
 // variables fits, a larger one gets its own allocation from wire.ReadFrame.
 const replyBuf = 32 << 10
 
-// ask sends req to the agent at socket and returns its reply frame. An Error
-// frame comes back as the agent's refusal; any other type is the caller's to
-// check.
+// ask sends req to the agent at c.socket and returns its reply frame. An
+// Error frame comes back as the agent's refusal; any other type is the
+// caller's to check.
 //
 // The socket is a raw fd rather than a net.Conn: package net would add some
 // 600 KB (40%) to the binary, for one connect, one write and a few reads.
-func ask(socket string, timeout time.Duration, req wire.Request) (wire.Type, []byte, *failure) {
-	fd, typ, payload, f := open(socket, timeout, req)
+func (c client) ask(req wire.Request) (wire.Type, []byte, *failure) {
+	fd, typ, payload, f := c.open(req)
 	if f == nil {
 		unix.Close(fd)
 	}
 	return typ, payload, f
 }
 
+// Retrying a busy agent: an agent at max_conns (TOO_MANY_CONNECTIONS), one
+// out of some other resource (BUSY), a full listen backlog (EAGAIN) or a
+// socket with no one listening yet (ECONNREFUSED, the agent restarting)
+// are waited out, 5 ms doubling to 200 ms, each wait jittered so that
+// launchers refused together do not come back together, for at most
+// c.retry (ENVLET_RETRY, default 2 s). Nothing else is retried: an
+// unknown workload or a bad token gets the same answer every time.
+const (
+	retryMin     = 5 * time.Millisecond
+	retryMax     = 200 * time.Millisecond
+	defaultRetry = 2 * time.Second
+)
+
 // open is ask that leaves the connection open for more frames (Watch) and
 // returns its fd; on failure the connection is closed.
-func open(socket string, timeout time.Duration, req wire.Request) (int, wire.Type, []byte, *failure) {
+func (c client) open(req wire.Request) (int, wire.Type, []byte, *failure) {
+	start := time.Now()
+	for delay := retryMin; ; delay = min(2*delay, retryMax) {
+		fd, typ, payload, f := openOnce(c.socket, c.timeout, req)
+		left := c.retry - time.Now().Sub(start)
+		if f == nil || !f.transient || left <= 0 {
+			return fd, typ, payload, f
+		}
+		// Between half the delay and all of it, by the clock's low bits.
+		time.Sleep(min(delay/2+time.Duration(uint64(time.Now().UnixNano())%uint64(delay/2)), left))
+	}
+}
+
+// openOnce is one attempt of open.
+func openOnce(socket string, timeout time.Duration, req wire.Request) (int, wire.Type, []byte, *failure) {
 	unreachable := func(action string, err error) *failure {
 		return &failure{code: "AGENT_UNREACHABLE", msg: action + " " + socket + ": " + sysText(err, timeout), exit: exitFailure}
 	}
 	fd, err := dial(socket, timeout)
 	if err != nil {
-		return -1, 0, nil, unreachable("connect", err)
+		f := unreachable("connect", err)
+		f.transient = err == unix.ECONNREFUSED || err == unix.EAGAIN
+		return -1, 0, nil, f
 	}
 	fail := func(f *failure) (int, wire.Type, []byte, *failure) {
 		unix.Close(fd)
@@ -61,7 +90,9 @@ func open(socket string, timeout time.Duration, req wire.Request) (int, wire.Typ
 	case err != nil:
 		return fail(badReply(err.Error()))
 	case typ == wire.TypeError:
-		return fail(refused(payload))
+		f := refused(payload)
+		f.transient = f.code == "TOO_MANY_CONNECTIONS" || f.code == "BUSY"
+		return fail(f)
 	}
 	return fd, typ, payload, nil
 }
@@ -144,7 +175,17 @@ func (fd fdReader) Read(p []byte) (int, error) {
 // timeout means the timeout expired.
 func sysText(err error, timeout time.Duration) string {
 	if errors.Is(err, unix.EAGAIN) && timeout > 0 {
-		return "timed out after " + timeout.String() + " (ENVLET_TIMEOUT)"
+		return "timed out after " + durText(timeout) + " (ENVLET_TIMEOUT)"
 	}
 	return err.Error()
+}
+
+// durText words a duration for a message: "10s" for whole seconds, else
+// milliseconds ("300ms"). time.Duration.String would link a kilobyte of
+// formatting for these two messages.
+func durText(d time.Duration) string {
+	if d%time.Second == 0 {
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	}
+	return strconv.Itoa(int(d/time.Millisecond)) + "ms"
 }

@@ -55,6 +55,9 @@ options:
 environment:
   ENVLET_SOCKET, ENVLET_TOKEN_FILE  as above
   ENVLET_TIMEOUT     seconds to wait for the agent (default 10; 0 waits forever)
+  ENVLET_RETRY       seconds to keep retrying an agent that is busy
+                     (TOO_MANY_CONNECTIONS, BUSY) or not listening yet
+                     (default 2; 0 does not retry)
 
 exit status: 125 envlet-exec failed, 126 PROGRAM cannot be run, 127 PROGRAM
 not found, otherwise PROGRAM's own (128+N when signal N ended it). Errors
@@ -64,9 +67,10 @@ go to stderr as "envlet-exec: CODE: message".
 // failure is why the launcher stops: a stable code for scripts, a message
 // for people (never a value), and the exit status.
 type failure struct {
-	code string
-	msg  string
-	exit int
+	code      string
+	msg       string
+	exit      int
+	transient bool // the agent is busy (or restarting): open tries again
 }
 
 func usageError(msg string) *failure {
@@ -207,6 +211,7 @@ type client struct {
 	socket  string
 	token   []byte
 	timeout time.Duration
+	retry   time.Duration // how long open keeps trying a busy agent (ENVLET_RETRY)
 }
 
 func newClient(o options, environ []string) (client, *failure) {
@@ -223,6 +228,9 @@ func newClient(o options, environ []string) (client, *failure) {
 	}
 	var f *failure
 	if c.timeout, f = parseTimeout(getenv(environ, "ENVLET_TIMEOUT")); f != nil {
+		return c, f
+	}
+	if c.retry, f = parseSecondsVar("ENVLET_RETRY", getenv(environ, "ENVLET_RETRY"), defaultRetry); f != nil {
 		return c, f
 	}
 	c.token, f = readToken(tokenFile)
@@ -251,7 +259,7 @@ func run(o options, environ []string) (int, *failure) {
 // getEnv asks the agent for the environment and returns it merged into
 // environ, with the revision the agent served.
 func (c client) getEnv(environ []string) ([]string, uint64, *failure) {
-	typ, payload, f := ask(c.socket, c.timeout, wire.Request{Type: wire.TypeGetEnv, Token: c.token})
+	typ, payload, f := c.ask(wire.Request{Type: wire.TypeGetEnv, Token: c.token})
 	if f != nil {
 		return nil, 0, f
 	}
@@ -280,7 +288,7 @@ func getSecret(c client, name string) *failure {
 	if _, err := wire.DecodeRequest(req.Type, wire.AppendRequest(nil, req)[wire.HeaderSize:]); err != nil {
 		return usageError("--get-secret: name must be non-empty and hold no '='")
 	}
-	typ, payload, f := ask(c.socket, c.timeout, req)
+	typ, payload, f := c.ask(req)
 	if f != nil {
 		return f
 	}
@@ -290,12 +298,18 @@ func getSecret(c client, name string) *failure {
 // parseTimeout reads $ENVLET_TIMEOUT: seconds, a decimal fraction allowed,
 // 0 for none.
 func parseTimeout(s string) (time.Duration, *failure) {
+	return parseSecondsVar("ENVLET_TIMEOUT", s, defaultTimeout)
+}
+
+// parseSecondsVar reads s, the value of the variable name, as seconds; def
+// when it is empty.
+func parseSecondsVar(name, s string, def time.Duration) (time.Duration, *failure) {
 	if s == "" {
-		return defaultTimeout, nil
+		return def, nil
 	}
 	d, ok := parseSeconds(s)
 	if !ok {
-		return 0, usageError("ENVLET_TIMEOUT must be a number of seconds")
+		return 0, usageError(name + " must be a number of seconds")
 	}
 	return d, nil
 }

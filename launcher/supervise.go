@@ -447,7 +447,7 @@ func (s *supervisor) drain() {
 	}
 	left := time.Until(s.deadline)
 	if left <= 0 && !s.killed {
-		s.note("KILLED", s.argv[0]+" did not stop within "+s.grace.String()+" of SIGTERM; sent SIGKILL")
+		s.note("KILLED", s.argv[0]+" did not stop within "+durText(s.grace)+" of SIGTERM; sent SIGKILL")
 		unix.Kill(-s.pgid, unix.SIGKILL)
 		s.killed = true
 		if s.child == 0 {

@@ -29,7 +29,7 @@ type watcher struct {
 // revision. The connection's receive timeout (ENVLET_TIMEOUT) bounds that
 // first reply only: Changed frames come whenever they come.
 func (w *watcher) open() (int, []string, uint64, *failure) {
-	fd, typ, payload, f := open(w.c.socket, w.c.timeout, wire.Request{Type: wire.TypeWatch, Token: w.c.token})
+	fd, typ, payload, f := w.c.open(wire.Request{Type: wire.TypeWatch, Token: w.c.token})
 	if f != nil {
 		return -1, nil, 0, f
 	}

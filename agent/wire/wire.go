@@ -142,31 +142,7 @@ const growStep = 64 << 10
 //     ErrTooLarge: the header is not one this version accepts.
 //   - any other error from r, wrapped.
 func ReadFrame(r io.Reader, buf []byte) (Type, []byte, error) {
-	const op = "read frame"
-	var hdr []byte
-	if cap(buf) >= HeaderSize {
-		hdr = buf[:HeaderSize]
-	} else {
-		hdr = make([]byte, HeaderSize)
-	}
-	if _, err := io.ReadFull(r, hdr); err != nil {
-		if err == io.EOF {
-			return 0, nil, io.EOF
-		}
-		return 0, nil, fail(op, "header", err, "")
-	}
-	t, n, err := parseHeader(hdr)
-	if err != nil {
-		return 0, nil, err
-	}
-	p, err := readPayload(r, buf, n)
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, nil, fail(op, t.String()+" payload", err, strconv.Itoa(n)+" bytes declared")
-	}
-	return t, p, nil
+	return readFrame(r, buf, "read frame", false)
 }
 
 // ReadRequest is ReadFrame for a server: it reads one request frame
@@ -176,7 +152,12 @@ func ReadFrame(r io.Reader, buf []byte) (Type, []byte, error) {
 // peer cannot make the server hold more than that however large a length
 // it declares. Outcomes are those of ReadFrame; a reply type wraps ErrType.
 func ReadRequest(r io.Reader, buf []byte) (Type, []byte, error) {
-	const op = "read request"
+	return readFrame(r, buf, "read request", true)
+}
+
+// readFrame is ReadFrame, and ReadRequest when requestsOnly; op begins the
+// errors of the header read and of the payload.
+func readFrame(r io.Reader, buf []byte, op string, requestsOnly bool) (Type, []byte, error) {
 	var hdr []byte
 	if cap(buf) >= HeaderSize {
 		hdr = buf[:HeaderSize]
@@ -189,7 +170,7 @@ func ReadRequest(r io.Reader, buf []byte) (Type, []byte, error) {
 		}
 		return 0, nil, fail(op, "header", err, "")
 	}
-	if t := Type(hdr[5]); string(hdr[0:4]) == Magic && hdr[4] == Version && !isRequest(t) {
+	if t := Type(hdr[5]); requestsOnly && string(hdr[0:4]) == Magic && hdr[4] == Version && !isRequest(t) {
 		return 0, nil, fail(op, "", ErrType, t.String()+" is not a request")
 	}
 	t, n, err := parseHeader(hdr)

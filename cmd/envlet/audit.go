@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/base64"
 	"net/http"
 
 	"github.com/spf13/cobra"
@@ -36,12 +35,11 @@ Admins only; the agent audits the request (without the value).`,
 				}
 				value = *v
 			default:
-				b, err := a.readSecretFile(file)
+				v, err := a.secretFileValue(file)
 				if err != nil {
 					return err
 				}
-				value = base64.StdEncoding.EncodeToString(b)
-				clear(b)
+				value = v
 			}
 			var reply struct {
 				HMAC string `json:"hmac"`

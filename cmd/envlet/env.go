@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 
 	"github.com/spf13/cobra"
 )
@@ -65,6 +66,25 @@ func (a *app) value(cmd *cobra.Command, f *valueFlags, args []string, i int) (*s
 	return &s, nil
 }
 
+// readFile reads file name, or stdin for "-", up to limit+1 bytes: more
+// than limit says the file is too large. what names it in errors.
+func (a *app) readFile(what, name string, limit int64) ([]byte, error) {
+	r := a.stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, errorf(codeIO, "read %s: %v", what, err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, errorf(codeIO, "read %s %s: %v", what, name, err)
+	}
+	return b, nil
+}
+
 func revealQuery(reveal bool) url.Values {
 	if !reveal {
 		return nil
@@ -79,71 +99,8 @@ func (a *app) envCmd() *cobra.Command {
 	varPath := func(name string) (string, error) {
 		return apiPath("/v1/users/%s/env/%s", "--user", user, "NAME", name)
 	}
-	listPath := func() (string, error) { return apiPath("/v1/users/%s/env", "--user", user) }
-
-	// writeVar is create and update: VALUE or --value-stdin is required.
-	writeVar := func(use, short, method string) *cobra.Command {
-		var f valueFlags
-		c := &cobra.Command{
-			Use:   use + " NAME VALUE",
-			Short: short,
-			Args:  nArgs(1, 2),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				v, err := a.value(cmd, &f, args, 1)
-				if err != nil {
-					return err
-				}
-				if v == nil {
-					return usagef(cmd, "missing VALUE (or --value-stdin)")
-				}
-				p, err := varPath(args[0])
-				if err != nil {
-					return err
-				}
-				_, err = a.client().call(cmd.Context(), method, p, nil, varBody{Value: v, Secret: f.secretFlag(cmd)}, nil)
-				return err
-			},
-		}
-		f.add(c)
-		return c
-	}
-
-	set := func() *cobra.Command {
-		var f valueFlags
-		var fromSecret string
-		c := &cobra.Command{
-			Use:   "set NAME (VALUE | --from-secret SECRET | --value-stdin)",
-			Short: "Create or replace a variable (idempotent)",
-			Args:  nArgs(1, 2),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				v, err := a.value(cmd, &f, args, 1)
-				if err != nil {
-					return err
-				}
-				body := varBody{Value: v, Secret: f.secretFlag(cmd)}
-				switch {
-				case cmd.Flags().Changed("from-secret") && v != nil:
-					return usagef(cmd, "give one of VALUE, --value-stdin or --from-secret")
-				case cmd.Flags().Changed("from-secret"):
-					if fromSecret == "" {
-						return usagef(cmd, "--from-secret must not be empty")
-					}
-					body.FromSecret = fromSecret
-				case v == nil:
-					return usagef(cmd, "missing VALUE (or --value-stdin, --from-secret)")
-				}
-				p, err := varPath(args[0])
-				if err != nil {
-					return err
-				}
-				_, err = a.client().call(cmd.Context(), http.MethodPut, p, nil, body, nil)
-				return err
-			},
-		}
-		f.add(c)
-		c.Flags().StringVar(&fromSecret, "from-secret", "", "take the value, per workload, from `SECRET` (your private secret, else the workload's project's)")
-		return c
-	}
+	listPath := func([]string) (string, error) { return apiPath("/v1/users/%s/env", "--user", user) }
+	namePath := func(args []string) (string, error) { return varPath(args[0]) }
 
 	get := func() *cobra.Command {
 		var reveal, asJSON bool
@@ -185,53 +142,18 @@ func (a *app) envCmd() *cobra.Command {
 		return c
 	}
 
-	listCmd := func() *cobra.Command {
-		var reveal, asJSON bool
-		c := &cobra.Command{
-			Use:   "list",
-			Short: "List variables as NAME=VALUE lines",
-			Args:  nArgs(0, 0),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				p, err := listPath()
-				if err != nil {
-					return err
-				}
-				var vars []variable
-				raw, err := a.client().call(cmd.Context(), http.MethodGet, p, revealQuery(reveal), nil, &vars)
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printJSON(a.stdout, raw)
-				}
-				return printVars(a.stdout, vars)
-			},
-		}
-		c.Flags().BoolVar(&reveal, "reveal", false, "print masked values in clear (those you may read)")
-		c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of {name,value,secret,masked}")
-		return c
-	}
-
-	del := &cobra.Command{
+	del := a.requestCmd(&cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a variable; ENV_VAR_NOT_FOUND if it does not exist",
 		Args:  nArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := varPath(args[0])
-			if err != nil {
-				return err
-			}
-			_, err = a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, nil)
-			return err
-		},
-	}
+	}, http.MethodDelete, namePath, nil)
 
 	delAll := &cobra.Command{
 		Use:   "delete-all",
 		Short: "Delete every account variable of the user",
 		Args:  nArgs(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := listPath()
+			p, err := listPath(args)
 			if err != nil {
 				return err
 			}
@@ -246,13 +168,111 @@ func (a *app) envCmd() *cobra.Command {
 	}
 
 	cmd.AddCommand(
-		writeVar("create", "Create a variable; ENV_VAR_ALREADY_EXISTS if it exists", http.MethodPost),
-		set(),
+		a.writeVarCmd("create NAME VALUE", "Create a variable; ENV_VAR_ALREADY_EXISTS if it exists", http.MethodPost, 1, namePath),
+		a.setVarCmd("set NAME", "Create or replace a variable (idempotent)",
+			"take the value, per workload, from `SECRET` (your private secret, else the workload's project's)", 1, namePath),
 		get(),
-		listCmd(),
-		writeVar("update", "Change an existing variable; ENV_VAR_NOT_FOUND if it does not exist", http.MethodPatch),
+		a.listVarsCmd("list", "List variables as NAME=VALUE lines", 0, listPath),
+		a.writeVarCmd("update NAME VALUE", "Change an existing variable; ENV_VAR_NOT_FOUND if it does not exist", http.MethodPatch, 1, namePath),
 		del,
 		delAll,
 	)
 	return cmd
+}
+
+// writeVarCmd is a command that writes a variable's value: args[:names]
+// name it (path makes its API path of them) and args[names] is the VALUE,
+// unless --value-stdin gives it.
+func (a *app) writeVarCmd(use, short, method string, names int, path func(args []string) (string, error)) *cobra.Command {
+	var f valueFlags
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  nArgs(names, names+1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.value(cmd, &f, args, names)
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				return usagef(cmd, "missing VALUE (or --value-stdin)")
+			}
+			p, err := path(args)
+			if err != nil {
+				return err
+			}
+			_, err = a.client().call(cmd.Context(), method, p, nil, varBody{Value: v, Secret: f.secretFlag(cmd)}, nil)
+			return err
+		},
+	}
+	f.add(c)
+	return c
+}
+
+// setVarCmd is `env set` and `project env set`: writeVarCmd with PUT, and
+// --from-secret (its help fromSecretUsage) as a third way to give the value.
+func (a *app) setVarCmd(use, short, fromSecretUsage string, names int, path func(args []string) (string, error)) *cobra.Command {
+	var f valueFlags
+	var fromSecret string
+	c := &cobra.Command{
+		Use:   use + " (VALUE | --from-secret SECRET | --value-stdin)",
+		Short: short,
+		Args:  nArgs(names, names+1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.value(cmd, &f, args, names)
+			if err != nil {
+				return err
+			}
+			body := varBody{Value: v, Secret: f.secretFlag(cmd)}
+			switch {
+			case cmd.Flags().Changed("from-secret") && v != nil:
+				return usagef(cmd, "give one of VALUE, --value-stdin or --from-secret")
+			case cmd.Flags().Changed("from-secret"):
+				if fromSecret == "" {
+					return usagef(cmd, "--from-secret must not be empty")
+				}
+				body.FromSecret = fromSecret
+			case v == nil:
+				return usagef(cmd, "missing VALUE (or --value-stdin, --from-secret)")
+			}
+			p, err := path(args)
+			if err != nil {
+				return err
+			}
+			_, err = a.client().call(cmd.Context(), http.MethodPut, p, nil, body, nil)
+			return err
+		},
+	}
+	f.add(c)
+	c.Flags().StringVar(&fromSecret, "from-secret", "", fromSecretUsage)
+	return c
+}
+
+// listVarsCmd prints the variables at the API path made of its names
+// arguments as NAME=VALUE lines.
+func (a *app) listVarsCmd(use, short string, names int, path func(args []string) (string, error)) *cobra.Command {
+	var reveal, asJSON bool
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  nArgs(names, names),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := path(args)
+			if err != nil {
+				return err
+			}
+			var vars []variable
+			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, revealQuery(reveal), nil, &vars)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.stdout, raw)
+			}
+			return printVars(a.stdout, vars)
+		},
+	}
+	c.Flags().BoolVar(&reveal, "reveal", false, "print masked values in clear (those you may read)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of {name,value,secret,masked}")
+	return c
 }

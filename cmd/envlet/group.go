@@ -19,75 +19,48 @@ func (a *app) groupCmd() *cobra.Command {
 	cmd := group("group", "Manage organization variable groups (admins)")
 	groupPath := func(g string) (string, error) { return apiPath("/v1/groups/%s", "group", g) }
 
-	create := &cobra.Command{
+	create := a.requestCmd(&cobra.Command{
 		Use:   "create G",
 		Short: "Create a variable group",
 		Args:  nArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+	}, http.MethodPost,
+		func(args []string) (string, error) {
 			if _, err := segment("group", args[0]); err != nil {
-				return err
+				return "", err
 			}
-			_, err := a.client().call(cmd.Context(), http.MethodPost, "/v1/groups", nil, map[string]string{"name": args[0]}, nil)
-			return err
+			return "/v1/groups", nil
 		},
-	}
+		func(args []string) any { return map[string]string{"name": args[0]} })
 
-	var f valueFlags
-	set := &cobra.Command{
-		Use:   "set G NAME VALUE",
-		Short: "Create or replace a group variable (idempotent)",
-		Args:  nArgs(2, 3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.value(cmd, &f, args, 2)
-			if err != nil {
-				return err
-			}
-			if v == nil {
-				return usagef(cmd, "missing VALUE (or --value-stdin)")
-			}
-			p, err := apiPath("/v1/groups/%s/env/%s", "group", args[0], "NAME", args[1])
-			if err != nil {
-				return err
-			}
-			_, err = a.client().call(cmd.Context(), http.MethodPut, p, nil, varBody{Value: v, Secret: f.secretFlag(cmd)}, nil)
-			return err
-		},
+	varPath := func(args []string) (string, error) {
+		return apiPath("/v1/groups/%s/env/%s", "group", args[0], "NAME", args[1])
 	}
-	f.add(set)
-
-	unset := &cobra.Command{
+	set := a.writeVarCmd("set G NAME VALUE", "Create or replace a group variable (idempotent)", http.MethodPut, 2, varPath)
+	unset := a.requestCmd(&cobra.Command{
 		Use:   "unset G NAME",
 		Short: "Delete a group variable; ENV_VAR_NOT_FOUND if it does not exist",
 		Args:  nArgs(2, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := apiPath("/v1/groups/%s/env/%s", "group", args[0], "NAME", args[1])
-			if err != nil {
-				return err
-			}
-			_, err = a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, nil)
-			return err
-		},
-	}
+	}, http.MethodDelete, varPath, nil)
 
 	assign := func(use, short, action string) *cobra.Command {
-		return &cobra.Command{
+		return a.requestCmd(&cobra.Command{
 			Use:   use + " G P…",
 			Short: short,
 			Args:  nArgs(2, -1),
-			RunE: func(cmd *cobra.Command, args []string) error {
+		}, http.MethodPost,
+			func(args []string) (string, error) {
 				p, err := apiPath("/v1/groups/%s/"+action, "group", args[0])
 				if err != nil {
-					return err
+					return "", err
 				}
 				for _, proj := range args[1:] {
 					if _, err := segment("project", proj); err != nil {
-						return err
+						return "", err
 					}
 				}
-				_, err = a.client().call(cmd.Context(), http.MethodPost, p, nil, map[string][]string{"projects": args[1:]}, nil)
-				return err
+				return p, nil
 			},
-		}
+			func(args []string) any { return map[string][]string{"projects": args[1:]} })
 	}
 
 	var listJSON bool
@@ -142,19 +115,11 @@ func (a *app) groupCmd() *cobra.Command {
 	show.Flags().BoolVar(&reveal, "reveal", false, "print masked values in clear (admins only; members see them masked)")
 	show.Flags().BoolVar(&showJSON, "json", false, "print the API's JSON object {name,projects,count,variables}")
 
-	del := &cobra.Command{
+	del := a.requestCmd(&cobra.Command{
 		Use:   "delete G",
 		Short: "Delete a group and its variables, and remove it from every project",
 		Args:  nArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := groupPath(args[0])
-			if err != nil {
-				return err
-			}
-			_, err = a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, nil)
-			return err
-		},
-	}
+	}, http.MethodDelete, func(args []string) (string, error) { return groupPath(args[0]) }, nil)
 
 	cmd.AddCommand(create, set, unset,
 		assign("assign", "Add a group at the end of each project's group order", "assign"),

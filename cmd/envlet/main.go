@@ -147,3 +147,21 @@ func nArgs(min, max int) cobra.PositionalArgs {
 		return usagef(cmd, "got %d argument(s), want %s", len(args), want)
 	}
 }
+
+// requestCmd makes c a command whose whole job is one request with no
+// output: path, and body when not nil, are made of the arguments.
+func (a *app) requestCmd(c *cobra.Command, method string, path func(args []string) (string, error), body func(args []string) any) *cobra.Command {
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := path(args)
+		if err != nil {
+			return err
+		}
+		var in any
+		if body != nil {
+			in = body(args)
+		}
+		_, err = a.client().call(cmd.Context(), method, p, nil, in, nil)
+		return err
+	}
+	return c
+}

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -91,12 +88,11 @@ is at most 9000 characters, so a file secret holds at most 6750 bytes.`,
 					}
 					body.Value = *v
 				default:
-					b, err := a.readSecretFile(file)
+					v, err := a.secretFileValue(file)
 					if err != nil {
 						return err
 					}
-					body.Value, body.File = base64.StdEncoding.EncodeToString(b), true
-					clear(b)
+					body.Value, body.File = v, true
 				}
 				p, err := secretPath(cmd, args[0])
 				if err != nil {
@@ -215,23 +211,16 @@ reveal is audited.`,
 	return cmd
 }
 
-// readSecretFile reads the bytes of a --file secret (- is stdin).
-func (a *app) readSecretFile(path string) ([]byte, error) {
-	var r io.Reader = a.stdin
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, errorf(codeIO, "read secret file: %v", err)
-		}
-		defer f.Close()
-		r = f
+// secretFileValue is the value of a --file secret: the file's bytes (- is
+// stdin), base64-encoded as a file secret stores them.
+func (a *app) secretFileValue(path string) (string, error) {
+	b, err := a.readFile("secret file", path, maxSecretFile)
+	defer clear(b)
+	if err != nil {
+		return "", err
 	}
-	var b bytes.Buffer
-	if _, err := io.Copy(&b, io.LimitReader(r, maxSecretFile+1)); err != nil {
-		return nil, errorf(codeIO, "read secret file %s: %v", path, err)
+	if len(b) > maxSecretFile {
+		return "", errorf("SECRET_TOO_LARGE", "file %s is over %d bytes; a file secret holds at most 6750 bytes (9000 base64 characters)", path, maxSecretFile)
 	}
-	if b.Len() > maxSecretFile {
-		return nil, errorf("SECRET_TOO_LARGE", "file %s is over %d bytes; a file secret holds at most 6750 bytes (9000 base64 characters)", path, maxSecretFile)
-	}
-	return b.Bytes(), nil
+	return base64.StdEncoding.EncodeToString(b), nil
 }

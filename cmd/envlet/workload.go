@@ -3,9 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -86,19 +84,11 @@ as is to the agent, the same document as in workloads.d/*.json.`,
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of workloads")
 
-	del := &cobra.Command{
+	del := a.requestCmd(&cobra.Command{
 		Use:   "delete ID",
 		Short: "Deregister a workload",
 		Args:  nArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := apiPath("/v1/workloads/%s", "ID", args[0])
-			if err != nil {
-				return err
-			}
-			_, err = a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, nil)
-			return err
-		},
-	}
+	}, http.MethodDelete, func(args []string) (string, error) { return apiPath("/v1/workloads/%s", "ID", args[0]) }, nil)
 
 	cmd.AddCommand(register, list, del)
 	return cmd
@@ -108,20 +98,9 @@ as is to the agent, the same document as in workloads.d/*.json.`,
 // only that the document is JSON within the agent's size limit; its
 // contents (which may hold values) never appear in an error.
 func (a *app) readDoc(name string) ([]byte, error) {
-	var r io.Reader
-	if name == "-" {
-		r = a.stdin
-	} else {
-		f, err := os.Open(name)
-		if err != nil {
-			return nil, errorf(codeIO, "read workload file: %v", err)
-		}
-		defer f.Close()
-		r = f
-	}
-	doc, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	doc, err := a.readFile("workload file", name, maxBody)
 	if err != nil {
-		return nil, errorf(codeIO, "read workload file %s: %v", name, err)
+		return nil, err
 	}
 	if len(doc) > maxBody {
 		return nil, errorf(codeInvalid, "workload file %s is larger than %d bytes", name, maxBody)

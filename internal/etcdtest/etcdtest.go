@@ -359,10 +359,6 @@ func (c *Cluster) httpClient() (*http.Client, error) {
 // Etcdctl runs etcdctl against the running members (v3 API) and returns
 // its standard output.
 func (c *Cluster) Etcdctl(args ...string) (string, error) {
-	ctl, err := exec.LookPath("etcdctl")
-	if err != nil {
-		return "", fmt.Errorf("etcdctl: %w (install etcd-client)", err)
-	}
 	var eps []string
 	for _, m := range c.Members {
 		m.mu.Lock()
@@ -371,10 +367,25 @@ func (c *Cluster) Etcdctl(args ...string) (string, error) {
 		}
 		m.mu.Unlock()
 	}
-	full := []string{"--endpoints", strings.Join(eps, ","), "--command-timeout", "10s"}
+	var flags []string
 	if c.tls {
-		full = append(full, "--cacert", c.CAFile, "--cert", c.CertFile, "--key", c.KeyFile)
+		flags = []string{"--cacert", c.CAFile, "--cert", c.CertFile, "--key", c.KeyFile}
 	}
+	return etcdctl(strings.Join(eps, ","), flags, args)
+}
+
+// Etcdctl runs etcdctl (v3 API) against endpoints, comma-separated, and
+// returns its standard output.
+func Etcdctl(endpoints string, args ...string) (string, error) {
+	return etcdctl(endpoints, nil, args)
+}
+
+func etcdctl(endpoints string, flags, args []string) (string, error) {
+	ctl, err := exec.LookPath("etcdctl")
+	if err != nil {
+		return "", fmt.Errorf("etcdctl: %w (install etcd-client)", err)
+	}
+	full := append([]string{"--endpoints", endpoints, "--command-timeout", "10s"}, flags...)
 	cmd := exec.Command(ctl, append(full, args...)...)
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	var out, errb bytes.Buffer
