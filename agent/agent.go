@@ -164,6 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.notify(daemon.SdNotifyReady)
 
+	a.mounts.gate = a.mu.RLocker() // mount writers wait while a resolution holds the lock
 	parts := []func(context.Context) error{
 		func(ctx context.Context) error { return a.follow(ctx, snap.Rev) },
 		a.watchKeyFile,

@@ -300,3 +300,55 @@ func TestAuditQueueBackPressure(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkServeAuditRecord: the audit cost of one serve of 64 variables,
+// as the serve path pays it: the hmacs object (kept, or computed on a
+// miss), the record encoded and queued for the writer. "Marshal" is the
+// way before: an HMAC per value into a map, json.Marshal.
+func BenchmarkServeAuditRecord(b *testing.B) {
+	entries := make([]wire.Entry, 64)
+	for i := range entries {
+		entries[i] = wire.Entry{Name: "BENCH_V" + strconv.Itoa(100+i), Value: bytes.Repeat([]byte{byte('a' + i%26)}, 32)}
+	}
+	frame := envFrameOf(1, entries)
+	uid := int64(200001)
+	newLog := func(b *testing.B) *auditLog {
+		pool := cache.NewPool()
+		l, err := openAudit(os.DevNull, filepath.Join(b.TempDir(), "audit.key"), pool)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { l.Close() })
+		return l
+	}
+	b.Run("Marshal", func(b *testing.B) {
+		l := newLog(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			_, es, _ := wire.DecodeEnv(frame[wire.HeaderSize:])
+			r := auditRecord{Time: "2025-01-02T03:04:05.123456789Z", Action: "serve", UID: &uid, User: "200001", PID: 4242, Scope: "workload:w00001", Workload: "w00001", Revision: 7, HMACs: l.sums(es), Socket: "workload"}
+			json.Marshal(r)
+		}
+	})
+	b.Run("Miss", func(b *testing.B) {
+		l := newLog(b)
+		b.ReportAllocs()
+		rev := int64(0)
+		for b.Loop() {
+			rev++
+			l.write(auditRecord{Action: "serve", Scope: "workload:w00001", Workload: "w00001", Revision: 7, hmacsJSON: l.servedJSON("w00001", rev, frame), Socket: "workload"}, &peer{uid: 200001, pid: 4242}, "200001")
+		}
+	})
+	b.Run("Hit", func(b *testing.B) {
+		l := newLog(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			l.write(auditRecord{Action: "serve", Scope: "workload:w00001", Workload: "w00001", Revision: 7, hmacsJSON: l.servedJSON("w00001", 1, frame), Socket: "workload"}, &peer{uid: 200001, pid: 4242}, "200001")
+		}
+		l.served.mu.Lock()
+		for k, e := range l.served.m {
+			b.ReportMetric(float64(servedCost(k, e)), "cache-bytes/workload")
+		}
+		l.served.mu.Unlock()
+	})
+}

@@ -52,6 +52,11 @@ func (a *Agent) backendName() string {
 // encrypted store.
 func (a *Agent) openBackend(keys *fetch.Keyring) (fetch.Backend, error) {
 	b, err := OpenStore(a.cfg, keys)
+	if l, ok := b.(*fetch.Local); ok && err == nil {
+		if r := l.Recovery(); r.TornBytes > 0 {
+			a.log.Warn("local store: cut an unfinished commit off the end of its log (a crash interrupted its write; it was never acknowledged)", "bytes", r.TornBytes, "state_dir", a.cfg.StateDir)
+		}
+	}
 	if err != nil || len(a.cfg.EtcdEndpoints) == 0 {
 		return b, err
 	}

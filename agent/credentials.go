@@ -86,7 +86,7 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 	unit, id, ok := credentialPeer(addr)
 	refuse := func(code, reason string) {
 		a.log.Info("credential refused", "code", code, "reason", reason, "unit", unit, "credential", id, "pid", p.pid, "uid", p.uid)
-		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Name: id, Socket: "credentials"}, &p, a.userName(p.uid))
+		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Name: id, Socket: "credentials"}, &p, a.recordName(p.uid))
 	}
 	if p.uid != 0 {
 		refuse(CodeDenied, fmt.Sprintf("only root (the service manager) may read credentials; the peer is uid %d", p.uid))
@@ -134,7 +134,7 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 		return
 	}
 	a.audit.write(auditRecord{Action: "serve", Scope: scope, Name: id, Workload: wid, Revision: int64(rev),
-		HMACs: map[string]string{id: hmac}, Socket: "credentials"}, &p, a.userName(p.uid))
+		HMACs: map[string]string{id: hmac}, Socket: "credentials"}, &p, a.recordName(p.uid))
 	a.log.Debug("served credential", "workload", wid, "unit", unit, "credential", id, "scope", scope)
 }
 

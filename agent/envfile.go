@@ -106,6 +106,32 @@ func renderEnvFiles(e *envFiles, vars []mountVar) {
 	e.json = append(e.json, '{')
 	first := true
 	for _, v := range vars {
+		if plainValue(v.value) {
+			// Every format takes it as it is: the output of the
+			// appenders below, without their checks byte by byte.
+			e.env = append(e.env, v.name...)
+			e.env = append(e.env, '=', '"')
+			e.env = append(e.env, v.value...)
+			e.env = append(e.env, '"', '\n')
+			if len(v.name)+1+len(v.value) <= dockerLineMax {
+				e.docker = append(e.docker, v.name...)
+				e.docker = append(e.docker, '=')
+				e.docker = append(e.docker, v.value...)
+				e.docker = append(e.docker, '\n')
+			} else {
+				e.dockerSkip = append(e.dockerSkip, v.name)
+			}
+			if !first {
+				e.json = append(e.json, ',')
+			}
+			e.json = append(e.json, '\n', ' ', ' ')
+			e.json, _ = appendJSONString(e.json, []byte(v.name))
+			e.json = append(e.json, ':', ' ', '"')
+			e.json = append(e.json, v.value...)
+			e.json = append(e.json, '"')
+			first = false
+			continue
+		}
 		var ok bool
 		if e.env, ok = appendSystemdEnv(e.env, v.name, v.value); !ok {
 			e.envSkip = append(e.envSkip, v.name)
@@ -131,6 +157,27 @@ func renderEnvFiles(e *envFiles, vars []mountVar) {
 		e.json = append(e.json, '\n')
 	}
 	e.json = append(e.json, '}', '\n')
+}
+
+// plainByte marks the bytes every format carries as they are: printable
+// ASCII but for the four the env file escapes (\ " $ `), of which JSON
+// escapes two.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '\\' && c != '"' && c != '$' && c != '`'
+	}
+	return t
+}()
+
+// plainValue reports whether every byte of value is plain (plainByte):
+// most values are, and need no escaping, checking or UTF-8 validation.
+func plainValue(value []byte) bool {
+	for _, c := range value {
+		if !plainByte[c] {
+			return false
+		}
+	}
+	return true
 }
 
 // Upper bounds of each format's size for vars, plus room for a header line.

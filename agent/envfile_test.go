@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,6 +220,76 @@ func render(vars []mountVar) envFiles {
 	return e
 }
 
+// renderSlow is renderEnvFiles without its fast path for plain values:
+// every value through the appenders.
+func renderSlow(vars []mountVar) envFiles {
+	var e envFiles
+	e.json = append(e.json, '{')
+	first := true
+	for _, v := range vars {
+		var ok bool
+		if e.env, ok = appendSystemdEnv(e.env, v.name, v.value); !ok {
+			e.envSkip = append(e.envSkip, v.name)
+		}
+		if e.docker, ok = appendDockerEnv(e.docker, v.name, v.value); !ok {
+			e.dockerSkip = append(e.dockerSkip, v.name)
+		}
+		mark := len(e.json)
+		if !first {
+			e.json = append(e.json, ',')
+		}
+		e.json = append(e.json, '\n', ' ', ' ')
+		e.json, _ = appendJSONString(e.json, []byte(v.name))
+		e.json = append(e.json, ':', ' ')
+		if e.json, ok = appendJSONString(e.json, v.value); !ok {
+			e.json = e.json[:mark]
+			e.jsonSkip = append(e.jsonSkip, v.name)
+			continue
+		}
+		first = false
+	}
+	if !first {
+		e.json = append(e.json, '\n')
+	}
+	e.json = append(e.json, '}', '\n')
+	return e
+}
+
+// sameFiles says how a and b differ ("" when they do not).
+func sameFiles(a, b envFiles) string {
+	switch {
+	case !bytes.Equal(a.env, b.env):
+		return fmt.Sprintf("env %q, want %q", clip(string(a.env)), clip(string(b.env)))
+	case !bytes.Equal(a.docker, b.docker):
+		return fmt.Sprintf("docker.env %q, want %q", clip(string(a.docker)), clip(string(b.docker)))
+	case !bytes.Equal(a.json, b.json):
+		return fmt.Sprintf("env.json %q, want %q", clip(string(a.json)), clip(string(b.json)))
+	case fmt.Sprint(a.envSkip, a.dockerSkip, a.jsonSkip) != fmt.Sprint(b.envSkip, b.dockerSkip, b.jsonSkip):
+		return fmt.Sprintf("skipped %v %v %v, want %v %v %v", a.envSkip, a.dockerSkip, a.jsonSkip, b.envSkip, b.dockerSkip, b.jsonSkip)
+	}
+	return ""
+}
+
+// TestEnvFormatsPlain: the fast path for plain values writes exactly what
+// the appenders write, and every byte that is not plain takes the
+// appenders.
+func TestEnvFormatsPlain(t *testing.T) {
+	values := []string{"", "plain", "with  spaces ", "a=b", "#x", "'single'", "~!@#%^&*()_+-={}[]|:;<>,.?/",
+		strings.Repeat("z", dockerLineMax-2), strings.Repeat("z", dockerLineMax-1)}
+	for _, v := range formatValues {
+		values = append(values, v.value)
+	}
+	for c := range 256 {
+		values = append(values, string([]byte{'x', byte(c), 'y'}))
+	}
+	for _, v := range values {
+		vars := []mountVar{{"A", []byte("a")}, {"V", []byte(v)}, {"Z", []byte("z\n")}}
+		if diff := sameFiles(render(vars), renderSlow(vars)); diff != "" {
+			t.Errorf("value %q: %s", clip(v), diff)
+		}
+	}
+}
+
 // Values the formats must carry, or refuse, exactly.
 var formatValues = []struct {
 	name, value string
@@ -397,6 +468,9 @@ func FuzzEnvFormats(f *testing.F) {
 		}
 		vars := []mountVar{{"A", []byte("before")}, {"V", []byte(value)}, {"Z", []byte("after")}}
 		e := render(vars)
+		if diff := sameFiles(e, renderSlow(vars)); diff != "" {
+			t.Fatalf("the fast path differs: %s", diff)
+		}
 		checks := []struct {
 			format string
 			skip   []string

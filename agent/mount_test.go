@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -377,6 +379,7 @@ func TestMountCoalesce(t *testing.T) {
 	got := []string{<-m.jobDone, <-m.jobDone}
 	cancel()
 	<-done
+	sort.Strings(got) // the writers do a and b side by side
 	if !equalStrings(got, []string{"a", "b"}) || len(m.jobDone) != 0 {
 		t.Fatalf("jobs done: %v and %d more; want a, b once each", got, len(m.jobDone))
 	}
@@ -384,6 +387,141 @@ func TestMountCoalesce(t *testing.T) {
 		if target, _ := os.Readlink(filepath.Join(m.dir, id)); target != "."+id+"/5" {
 			t.Errorf("%s: %q, want the latest version", id, target)
 		}
+	}
+}
+
+// TestMountParallel: many workloads changing at once are written side by
+// side, each to its own latest version, with nothing else left in its
+// directory.
+func TestMountParallel(t *testing.T) {
+	m := testMounter(t)
+	m.writers = 4
+	const n, rounds = 64, 3
+	m.jobDone = make(chan string, n*rounds)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	// The first job waits until a writer has begun another: with one
+	// writer at a time it would wait for ever.
+	other := make(chan struct{})
+	var once sync.Once
+	m.beforeWrite = func(j *mountJob) {
+		if j.id == "w00" && j.rev == 1 {
+			select {
+			case <-other:
+			case <-time.After(10 * time.Second):
+				t.Error("no other job began while one was being done")
+			}
+			return
+		}
+		once.Do(func() { close(other) })
+	}
+	for r := 1; r <= rounds; r++ {
+		for i := range n {
+			m.enqueue(job(m, fmt.Sprintf("w%02d", i), int64(r), owner(4242, 4242),
+				map[string]string{"V": fmt.Sprintf("%d-%d", i, r)}, map[string]string{"S": strconv.Itoa(r)}))
+		}
+		for range n {
+			<-m.jobDone
+		}
+	}
+	for i := range n {
+		id := fmt.Sprintf("w%02d", i)
+		env, err := os.ReadFile(filepath.Join(m.dir, id, "env"))
+		if want := fmt.Sprintf("\nV=\"%d-%d\"\n", i, rounds); err != nil || !strings.Contains(string(env), want) {
+			t.Errorf("%s/env: %q, %v; want %q in it", id, env, err, want)
+		}
+		entries, _ := os.ReadDir(filepath.Join(m.dir, "."+id))
+		if len(entries) != 1 || entries[0].Name() != strconv.Itoa(rounds) {
+			t.Errorf(".%s holds %v, want only version %d", id, entries, rounds)
+		}
+	}
+}
+
+// TestMountBurst: one workload changing many times while the writers are
+// busy is written in order and ends holding the last version; a reader
+// never sees a version older than one it saw, nor a mix of two. Versions
+// queued behind the one being written collapse into the latest.
+func TestMountBurst(t *testing.T) {
+	m := testMounter(t)
+	m.writers = 4
+	const last = 200
+	var mu sync.Mutex
+	var order []int64 // the revisions of w written, in the order the writers began them
+	m.beforeWrite = func(j *mountJob) {
+		if j.id == "w" {
+			mu.Lock()
+			order = append(order, int64(j.rev))
+			mu.Unlock()
+		}
+	}
+	m.jobDone = make(chan string, 4*last)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	version := func(i int) *mountJob {
+		v := strconv.Itoa(i)
+		return job(m, "w", int64(i), owner(4242, 4242), map[string]string{"A": v, "B": v}, map[string]string{"S": v})
+	}
+	m.enqueue(version(1))
+	<-m.jobDone
+	link := filepath.Join(m.dir, "w")
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		wg.Go(func() {
+			seen := 0
+			for !stop.Load() {
+				got, err := readVersion(link)
+				if errors.Is(err, os.ErrNotExist) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got < seen {
+					t.Errorf("version went back from %d to %d", seen, got)
+				}
+				seen = got
+			}
+		})
+	}
+	// Some noise on other workloads, so every writer is busy.
+	for i := 2; i <= last; i++ {
+		m.enqueue(version(i))
+		m.enqueue(job(m, "other"+strconv.Itoa(i%8), int64(i), owner(4242, 4242), map[string]string{"A": "x"}, nil))
+	}
+	for {
+		if target, _ := os.Readlink(link); target == ".w/"+strconv.Itoa(last) {
+			m.mu.Lock()
+			idle := m.pending["w"] == nil && m.busy["w"] == nil
+			m.mu.Unlock()
+			if idle {
+				break
+			}
+		}
+		<-m.jobDone
+	}
+	stop.Store(true)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(order); i++ {
+		if order[i] <= order[i-1] {
+			t.Errorf("w's versions written out of order: %v", order)
+			break
+		}
+	}
+	t.Logf("%d versions queued, %d written", last, len(order))
+	if got, err := readVersion(link); err != nil || got != last {
+		t.Errorf("the mount holds version %d (%v), want %d", got, err, last)
+	}
+	entries, _ := os.ReadDir(filepath.Join(m.dir, ".w"))
+	if len(entries) != 1 {
+		t.Errorf(".w holds %v, want the last version alone", entries)
 	}
 }
 
@@ -405,7 +543,7 @@ func TestMountHolds(t *testing.T) {
 	go func() { m.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	one, two := [32]byte{1}, [32]byte{2}
+	one, two := uint64(1), uint64(2)
 	j := job(m, "a", 1, owner(4242, 4242), map[string]string{"A": "1"}, nil)
 	j.sum = one
 	m.enqueue(j)
@@ -441,4 +579,85 @@ func TestMountHolds(t *testing.T) {
 	if m.holds("b", one) {
 		t.Error("held after its write failed")
 	}
+}
+
+// BenchmarkMountRewrite: the writers rewriting n mounts of 64 variables
+// (a new version of each, the old one removed), as a change fanning out to
+// n mounted workloads makes them, per mount; with 1 to 8 writers. The
+// mounts go to a tmpfs (/dev/shm) when there is one, as /run/envlet/mounts
+// is; ENVLET_MOUNT_BENCH_DIR picks another directory.
+//
+//	go test -run '^$' -bench MountRewrite ./agent/
+func BenchmarkMountRewrite(b *testing.B) {
+	const n = 2000
+	vars := map[string]string{}
+	for i := range 64 {
+		vars[fmt.Sprintf("VAR_%06d", i)] = strings.Repeat(string(rune('a'+i%26)), 32)
+	}
+	for _, writers := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			m := benchMounter(b)
+			m.writers = writers
+			m.jobDone = make(chan string, n)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { m.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			rev := int64(0)
+			var cpu time.Duration
+			// round rewrites every mount; only the writing is timed, not
+			// the making of the jobs (updateMount's, under the agent's lock).
+			round := func() {
+				b.StopTimer()
+				rev++
+				jobs := make([]*mountJob, n)
+				for i := range jobs {
+					jobs[i] = job(m, fmt.Sprintf("w%05d", i), rev, owner(4242, 4242), vars, nil)
+				}
+				cpu0 := cpuTime()
+				b.StartTimer()
+				for _, j := range jobs {
+					m.enqueue(j)
+				}
+				for range n {
+					<-m.jobDone
+				}
+				cpu += cpuTime() - cpu0
+			}
+			round()
+			cpu = 0
+			b.ResetTimer()
+			for range b.N {
+				round()
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/mount")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*n), "cpu-µs/mount")
+		})
+	}
+}
+
+// cpuTime is the CPU time the process used so far, user and system.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchMounter(b *testing.B) *mounter {
+	parent := os.Getenv("ENVLET_MOUNT_BENCH_DIR")
+	if parent == "" {
+		var st unix.Statfs_t
+		if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC {
+			parent = "/dev/shm"
+		}
+	}
+	dir, err := os.MkdirTemp(parent, "elm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		m := newMounter(dir, hclog.NewNullLogger(), cache.NewPool())
+		m.reclaim(dir)
+	})
+	return newMounter(filepath.Join(dir, "mounts"), hclog.NewNullLogger(), cache.NewPool())
 }

@@ -231,19 +231,36 @@ func bootTicks() uint64 {
 // userName maps a uid to its passwd name, or the number when it has none.
 // A name found is cached for nameTTL, so a user renamed or removed is seen
 // within that time; a uid with no name is looked up again each time (a
-// user created later gets its name at once).
-func (a *Agent) userName(uid uint32) string {
+// user created later gets its name at once: the admin socket maps callers
+// to accounts by it).
+func (a *Agent) userName(uid uint32) string { return a.lookupName(uid, false) }
+
+// recordName is userName for the user field of a workload-socket audit
+// record, where the record's uid says who it was anyway: a uid with no
+// name is looked up at most once per missTTL. Workloads often run as uids
+// without a passwd entry (containers), and the lookup that fails reads all
+// of NSS: without this, every request of such a workload paid for it.
+func (a *Agent) recordName(uid uint32) string { return a.lookupName(uid, true) }
+
+func (a *Agent) lookupName(uid uint32, trustMiss bool) string {
 	if n, ok := a.names.Load(uid); ok {
-		if c := n.(cachedName); time.Since(c.at) < nameTTL {
-			return c.name
+		switch c := n.(type) {
+		case cachedName:
+			if time.Since(c.at) < nameTTL {
+				return c.name
+			}
+		case cachedMiss:
+			if trustMiss && time.Since(c.at) < missTTL {
+				return c.name
+			}
 		}
-		a.names.Delete(uid)
 	}
 	name := strconv.FormatUint(uint64(uid), 10)
 	if u, err := lookupUID(name); err == nil {
 		a.names.Store(uid, cachedName{u.Username, time.Now()})
 		return u.Username
 	}
+	a.names.Store(uid, cachedMiss{name, time.Now()})
 	return name
 }
 
@@ -252,10 +269,15 @@ type cachedName struct {
 	at   time.Time
 }
 
-// nameTTL is how long a uid's name is trusted; lookupUID is user.LookupId,
-// a variable for tests.
+// cachedMiss: the uid had no name at that time; name is the number.
+type cachedMiss cachedName
+
+// nameTTL is how long a uid's name is trusted, missTTL how long a record
+// trusts that a uid has none; lookupUID is user.LookupId, a variable for
+// tests.
 var (
 	nameTTL   = 60 * time.Second
+	missTTL   = 10 * time.Second
 	lookupUID = user.LookupId
 )
 

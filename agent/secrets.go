@@ -266,19 +266,6 @@ type secretBody struct {
 	File  bool    `json:"file"` // value is the base64 of a file's bytes
 }
 
-// decodeValue decodes the request body into b, whose "value" field is
-// *value, and returns that value as bytes for the caller to clear. A body
-// without a value is INVALID_REQUEST.
-func decodeValue(r *http.Request, b any, value **string) ([]byte, error) {
-	if err := decodeBody(r, b); err != nil {
-		return nil, err
-	}
-	if *value == nil {
-		return nil, errorf(CodeInvalidRequest, "value is missing")
-	}
-	return []byte(**value), nil
-}
-
 func (a *Agent) apiPutSecret(mode varWrite) handler {
 	return func(r *http.Request, c *caller) (any, int, error) {
 		s, err := a.secretScopeFor(r, c, true)
@@ -286,10 +273,13 @@ func (a *Agent) apiPutSecret(mode varWrite) handler {
 			return nil, 0, err
 		}
 		var b secretBody
-		value, err := decodeValue(r, &b, &b.Value)
-		if err != nil {
+		if err := decodeBody(r, &b); err != nil {
 			return nil, 0, err
 		}
+		if b.Value == nil {
+			return nil, 0, errorf(CodeInvalidRequest, "value is missing")
+		}
+		value := []byte(*b.Value)
 		defer clear(value)
 		name := r.PathValue("name")
 		if err := a.putSecret(r.Context(), s, name, value, b.File, mode); err != nil {
@@ -332,10 +322,13 @@ func (a *Agent) apiAuditHMAC(r *http.Request, c *caller) (any, int, error) {
 	var b struct {
 		Value *string `json:"value"`
 	}
-	value, err := decodeValue(r, &b, &b.Value)
-	if err != nil {
+	if err := decodeBody(r, &b); err != nil {
 		return nil, 0, err
 	}
+	if b.Value == nil {
+		return nil, 0, errorf(CodeInvalidRequest, "value is missing")
+	}
+	value := []byte(*b.Value)
 	defer clear(value)
 	sum := a.audit.sum(value)
 	a.audit.write(auditRecord{Action: "hmac", HMAC: sum, Socket: "admin"}, &c.peer, c.user)

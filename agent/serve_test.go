@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -166,21 +168,37 @@ func TestSlotReleasedBeforeAudit(t *testing.T) {
 			t.Fatal(err)
 		}
 		r = <-opened
-		filler, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		// Raw syscalls: an os.File would wait for room rather than say
+		// EAGAIN.
+		filler, err := syscall.Open(fifo, syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for {
-			if _, err := filler.Write(make([]byte, 4096)); errors.Is(err, syscall.EAGAIN) {
+			if _, err := syscall.Write(filler, make([]byte, 4096)); errors.Is(err, syscall.EAGAIN) {
 				break
 			} else if err != nil {
 				t.Fatal(err)
 			}
 		}
-		filler.Close()
+		syscall.Close(filler)
 		a.audit.Close()
 		a.audit = stuck
 	})
+
+	// Whatever happens, let the log drain before the stop waits for the
+	// handlers (cleanups run last first).
+	got := make(chan string, 1)
+	var drainOnce sync.Once
+	drain := func() {
+		drainOnce.Do(func() {
+			go func() {
+				b, _ := readAllFrom(r)
+				got <- string(b)
+			}()
+		})
+	}
+	t.Cleanup(drain)
 
 	const n = 3
 	for range n {
@@ -210,11 +228,7 @@ func TestSlotReleasedBeforeAudit(t *testing.T) {
 	}
 
 	// Let the log drain: every serve is recorded all the same.
-	got := make(chan string)
-	go func() {
-		b, _ := readAllFrom(r)
-		got <- string(b)
-	}()
+	drain()
 	stop()
 	stuck.Close()
 	out := <-got
@@ -265,5 +279,50 @@ func TestServeStopCutsWaitingConnections(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(a.cfg.AuditLog))
 	if strings.Contains(string(b), `"action":"refuse"`) {
 		t.Errorf("a refusal was recorded for a connection cut by the stop:\n%s", b)
+	}
+}
+
+// TestRecordNameCachesMisses: the user name of a workload-socket audit
+// record trusts a uid's missing passwd entry for missTTL (the record holds
+// the uid), while userName, which maps admin callers to accounts, still
+// looks a missing name up every time.
+func TestRecordNameCachesMisses(t *testing.T) {
+	a := testAgent(t)
+	names := map[string]string{}
+	calls := 0
+	lookupUID = func(id string) (*user.User, error) {
+		calls++
+		if n, ok := names[id]; ok {
+			return &user.User{Username: n, Uid: id}, nil
+		}
+		return nil, user.UnknownUserIdError(0)
+	}
+	defer func() { lookupUID = user.LookupId }()
+
+	if got := a.recordName(5002); got != "5002" || calls != 1 {
+		t.Fatalf("unknown uid: %q after %d lookups", got, calls)
+	}
+	for range 3 {
+		if got := a.recordName(5002); got != "5002" || calls != 1 {
+			t.Fatalf("a known miss: %q after %d lookups, want no new lookup", got, calls)
+		}
+	}
+	names["5002"] = "late"
+	if got := a.recordName(5002); got != "5002" || calls != 1 {
+		t.Fatalf("within missTTL: %q after %d lookups", got, calls)
+	}
+	if got := a.userName(5002); got != "late" || calls != 2 {
+		t.Fatalf("userName after the user was created: %q after %d lookups, want late at once", got, calls)
+	}
+	if got := a.recordName(5002); got != "late" || calls != 2 {
+		t.Fatalf("recordName once the name is known: %q after %d lookups", got, calls)
+	}
+	// An aged miss is looked up again.
+	delete(names, "5003")
+	a.recordName(5003)
+	names["5003"] = "aged"
+	a.names.Store(uint32(5003), cachedMiss{"5003", time.Now().Add(-missTTL - time.Second)})
+	if got := a.recordName(5003); got != "aged" {
+		t.Fatalf("after missTTL: %q, want aged", got)
 	}
 }

@@ -223,7 +223,7 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 		return
 	}
 	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev),
-		hmacsJSON: a.audit.servedJSON(id, envRev, frame.Bytes()), Socket: "workload"}, &p, a.userName(p.uid))
+		hmacsJSON: a.audit.servedJSON(id, envRev, frame.Bytes()), Socket: "workload"}, &p, a.recordName(p.uid))
 	if a.log.IsDebug() {
 		a.log.Debug("served", "workload", id, "revision", rev, "pid", p.pid)
 	}
@@ -242,7 +242,7 @@ func (a *Agent) refuse(c *net.UnixConn, p peer, code, msg string) {
 			reason = fmt.Sprintf("%s (and %d earlier refusals of this uid not recorded one by one: too many)", msg, skipped)
 		}
 		a.log.Info("refused", "code", code, "reason", reason, "pid", p.pid, "uid", p.uid)
-		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Socket: "workload"}, &p, a.userName(p.uid))
+		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Socket: "workload"}, &p, a.recordName(p.uid))
 	}
 	c.Write(wire.AppendError(nil, code, msg))
 }
@@ -413,7 +413,7 @@ func (l *connLimiter) acquire(uid uint32) (*slot, string) {
 	if report {
 		reason := fmt.Sprintf("%s; %d connection(s) refused (records of this uid are rate-limited to one per %s)", msg, n, refuseEvery)
 		l.a.log.Warn("connection refused", "socket", l.socket, "code", CodeTooManyConnections, "uid", uid, "refused", n)
-		l.a.audit.write(auditRecord{Action: "refuse", Code: CodeTooManyConnections, Reason: reason, Socket: l.socket}, &peer{uid: uid}, l.a.userName(uid))
+		l.a.audit.write(auditRecord{Action: "refuse", Code: CodeTooManyConnections, Reason: reason, Socket: l.socket}, &peer{uid: uid}, l.a.recordName(uid))
 	}
 	return nil, msg
 }

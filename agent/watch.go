@@ -167,7 +167,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 		a.log.Debug("write env", "workload", id, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), hmacsJSON: hmacs, Socket: "workload"}, &p, a.userName(p.uid))
+	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), hmacsJSON: hmacs, Socket: "workload"}, &p, a.recordName(p.uid))
 	a.log.Debug("watching", "workload", id, "revision", rev, "pid", p.pid)
 
 	c.SetDeadline(time.Time{})

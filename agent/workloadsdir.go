@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/fsnotify/fsnotify"
@@ -22,6 +25,7 @@ type dirWatch struct {
 	w       *fsnotify.Watcher
 	loaded  map[string][32]byte // path -> digest of the version in force (not the bytes: they hold values)
 	idOf    map[string]string   // path -> workload id
+	pathOf  map[string]string   // workload id -> path: idOf inverted, so a rescan checks an id in one lookup
 	rescans chan struct{}       // tests wait on this
 }
 
@@ -37,7 +41,7 @@ func (a *Agent) watchWorkloadsDir() (*dirWatch, error) {
 		w.Close()
 		return nil, fmt.Errorf("watch %s: %w", a.cfg.WorkloadsDir, err)
 	}
-	d := &dirWatch{a: a, dir: a.cfg.WorkloadsDir, w: w, loaded: map[string][32]byte{}, idOf: map[string]string{}}
+	d := &dirWatch{a: a, dir: a.cfg.WorkloadsDir, w: w, loaded: map[string][32]byte{}, idOf: map[string]string{}, pathOf: map[string]string{}}
 	d.rescan()
 	return d, nil
 }
@@ -74,33 +78,32 @@ func (d *dirWatch) rescan() {
 	paths, _ := filepath.Glob(filepath.Join(d.dir, "*.json"))
 	a := d.a
 	// Read and parse outside a.mu: a file that is slow to open or read
-	// (a FIFO, a hung network file system) must not stall the agent.
-	type loaded struct {
-		path string
-		sum  [32]byte
-		reg  *Registration
+	// (a FIFO, a hung network file system) must not stall the agent. The
+	// files are read and parsed on every core: at start, with thousands
+	// of files, decoding them is most of the agent's work.
+	files := make([]dirFile, len(paths))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(paths)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(paths); i = int(next.Add(1) - 1) {
+				files[i] = d.load(paths[i])
+			}
+		})
 	}
-	var todo []loaded
-	present := map[string]bool{}
-	for _, p := range paths {
-		present[p] = true
-		b, err := readSmall(p, maxRegistrationBytes)
-		if err != nil {
-			a.log.Error("read workload file", "path", p, "error", err)
-			continue
+	wg.Wait()
+	var todo []dirFile
+	present := make(map[string]bool, len(paths))
+	for _, f := range files {
+		present[f.path] = true
+		switch {
+		case f.readErr != nil:
+			a.log.Error("read workload file", "path", f.path, "error", f.readErr)
+		case f.parseErr != nil:
+			a.log.Error("workload file refused", "path", f.path, "error", f.parseErr)
+		case f.reg != nil:
+			todo = append(todo, f)
 		}
-		sum := sha256.Sum256(b)
-		if old, ok := d.loaded[p]; ok && old == sum {
-			clear(b)
-			continue
-		}
-		reg, err := parseRegistration(b)
-		clear(b)
-		if err != nil {
-			a.log.Error("workload file refused", "path", p, "error", err)
-			continue
-		}
-		todo = append(todo, loaded{p, sum, reg})
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -108,17 +111,19 @@ func (d *dirWatch) rescan() {
 	for p, id := range d.idOf {
 		if !present[p] {
 			a.removeWorkload(id, sourceFile)
-			delete(d.loaded, p)
-			delete(d.idOf, p)
+			d.unbind(p)
 			a.log.Info("workload removed", "workload", id, "path", p)
 		}
 	}
 	for _, l := range todo {
 		p, reg := l.path, l.reg
 		if id, ok := d.idOf[p]; ok && id != reg.ID {
+			// The file now names another id: its old one is gone, and
+			// free for another file.
 			a.removeWorkload(id, sourceFile)
+			d.unbind(p)
 		}
-		if other := d.owner(reg.ID); other != "" && other != p {
+		if other, ok := d.pathOf[reg.ID]; ok && other != p {
 			a.log.Error("workload file refused", "path", p, "error", fmt.Sprintf("id %s is already registered by %s", reg.ID, other))
 			continue
 		}
@@ -127,7 +132,8 @@ func (d *dirWatch) rescan() {
 			continue
 		}
 		a.workloads[reg.ID].path = p
-		d.loaded[p], d.idOf[p] = l.sum, reg.ID
+		d.loaded[p] = l.sum
+		d.bind(p, reg.ID)
 		a.log.Info("workload registered", "workload", reg.ID, "path", p)
 	}
 	if d.rescans != nil {
@@ -138,14 +144,48 @@ func (d *dirWatch) rescan() {
 	}
 }
 
-// owner returns the file that registered id, if any.
-func (d *dirWatch) owner(id string) string {
-	for p, x := range d.idOf {
-		if x == id {
-			return p
-		}
+// dirFile is one file of a rescan: its registration, or why it has none
+// (reg is nil and so are both errors when the file is as it was).
+type dirFile struct {
+	path     string
+	sum      [32]byte
+	reg      *Registration
+	readErr  error
+	parseErr error
+}
+
+// load reads and parses the file at p unless its digest is the version in
+// force. It only reads d.loaded, so loads run in parallel.
+func (d *dirWatch) load(p string) dirFile {
+	f := dirFile{path: p}
+	b, err := readSmall(p, maxRegistrationBytes)
+	if err != nil {
+		f.readErr = err
+		return f
 	}
-	return ""
+	defer clear(b)
+	f.sum = sha256.Sum256(b)
+	if old, ok := d.loaded[p]; ok && old == f.sum {
+		return f
+	}
+	f.reg, f.parseErr = parseRegistration(b)
+	return f
+}
+
+// bind records that the file at p registers id. No other file does: a
+// file naming an id that another holds is refused.
+func (d *dirWatch) bind(p, id string) {
+	d.idOf[p] = id
+	d.pathOf[id] = p
+}
+
+// unbind forgets the file at p and the id it registered.
+func (d *dirWatch) unbind(p string) {
+	if id, ok := d.idOf[p]; ok {
+		delete(d.pathOf, id)
+		delete(d.idOf, p)
+	}
+	delete(d.loaded, p)
 }
 
 func readSmall(path string, max int) ([]byte, error) {

@@ -27,12 +27,31 @@
 //
 // # Local store
 //
-// Local, the embedded default, keeps its whole state in one file,
-// DIR/state.enc, rewritten on every commit that changes something: a temp
-// file DIR/state.enc.tmp-* is written, fsynced and renamed over the old one,
-// and the directory is fsynced, before Commit returns. A kill at any point
-// leaves either the old or the new state, and every acknowledged write.
-// DIR/state.lock is flocked while a process has the store open. The file:
+// Local, the embedded default, keeps its state in two files in DIR: the
+// state file DIR/state.enc, the whole record set as of one revision, and
+// the log DIR/state.log, one record per batch committed since. A commit
+// appends its record to the log and fdatasyncs it before Commit returns:
+// its cost does not grow with the store. When the log holds more than
+// max(1 MiB, the state file's size), the commit that took it there also
+// compacts: the whole state is written to a temp file DIR/state.enc.tmp-*,
+// fsynced and renamed over the state file, the directory fsynced; then a
+// new log (a temp file DIR/state.log.tmp-* with the header alone, fsynced)
+// is renamed over the old one and the directory fsynced. Compaction costs
+// O(state), once per O(state) bytes committed. DIR/state.lock is flocked
+// while a process has the store open.
+//
+// Opening reads the state file and applies every log record above its
+// revision, in order. Records at or below it are skipped: a crash between
+// the two renames of a compaction leaves the old log beside a state file
+// that holds all of it, and no batch is applied twice. A kill at any point
+// loses no acknowledged commit. A record at the end of the log that is cut
+// short, or damaged with no intact record after it, is a commit whose write
+// a crash interrupted (never acknowledged): it is cut off the log and
+// reported (Local.Recovery). Damage with an intact record after it, or
+// records that do not follow the state file's revision one by one, make
+// OpenLocal fail with ErrStoreCorrupt (STORE_CORRUPT), changing nothing.
+//
+// The state file:
 //
 //	"ENVLETST"   8 bytes, magic
 //	u8           format version, 1
@@ -47,10 +66,32 @@
 //	  u64        modrev, 1 to revision
 //	  u32 len, value bytes (sealed by the agent: opaque here)
 //
-// Since the whole payload is sealed, record keys (user, project and variable
-// names) are not readable on disk either. The local store has one writer,
-// so revisions are consecutive; it keeps the last 4096 batches in memory for
-// Watch and asks older watchers to re-read the snapshot (Batch.Reset).
+// The log:
+//
+//	"ENVLETLG"   8 bytes, magic
+//	u8           format version, 1
+//	records, each:
+//	  u32        length n of the sealed body
+//	  u32        CRC-32C (Castagnoli) of the four length bytes
+//	  n bytes    Keyring.Seal(body, aad "envlet-log v1")
+//
+// and a body, the batch, all integers big endian:
+//
+//	u64          revision (one above the record before it)
+//	u32          count, at least 1
+//	count times, keys unique and non-empty:
+//	  u8         1 put, 2 delete
+//	  u16 len, key bytes
+//	  put only: u32 len, value bytes (sealed by the agent: opaque here)
+//
+// Since the payload and every body are sealed whole, record keys (user,
+// project and variable names) are not readable on disk either, and a log
+// record reveals no more than the state file. Both files are sealed with
+// the primary key of the moment; Compact (which Reseal calls) rewrites
+// both under the current one, so an old key can go. The local store has one
+// writer, so revisions are consecutive; it keeps the last 4096 batches in
+// memory for Watch and asks older watchers to re-read the snapshot
+// (Batch.Reset).
 //
 // # etcd
 //

@@ -405,9 +405,10 @@ func (s *state) changes(ops []Op, rev Revision) []Event {
 	return events
 }
 
-// with returns the state at rev after events (unique keys, deletes only of
-// keys that exist; values are taken as they are). Only the runs that an
-// event falls in are rebuilt; the others are shared with s.
+// with returns the state at rev after events (unique keys; a delete of an
+// absent key changes nothing; values and ModRevs are taken as they are).
+// Only the runs that an event falls in are rebuilt; the others are shared
+// with s.
 func (s *state) with(rev Revision, events []Event) *state {
 	order := make([]int, len(events))
 	for i := range order {
@@ -445,7 +446,7 @@ func (s *state) with(rev Revision, events []Event) *state {
 				next.n--
 			}
 			if !e.Deleted {
-				merged = append(merged, KV{Key: e.Key, Value: e.Value, ModRev: rev})
+				merged = append(merged, KV{Key: e.Key, Value: e.Value, ModRev: e.ModRev})
 				next.n++
 			}
 		}

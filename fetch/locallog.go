@@ -245,25 +245,46 @@ func intactAt(keys *Keyring, b []byte) bool {
 // replay applies to st the records above its revision. Those at or below
 // it were compacted into the state file already (a crash between writing
 // the state file and starting a new log leaves them); the first above must
-// follow it, and each must apply cleanly.
+// follow it, and each must apply cleanly (a delete of a key that exists).
+// The records are folded into the last change of each key, then applied
+// to st at once: replaying a long log costs one pass over the state, not
+// one per record.
 func replay(st *state, recs []logRecord) (*state, int, error) {
+	last := map[string]Event{} // key -> its last change in the log
+	rev := st.rev
 	applied := 0
 	for _, r := range recs {
 		if r.rev <= st.rev {
 			continue
 		}
-		if r.rev != st.rev+1 {
+		if r.rev != rev+1 {
 			return nil, 0, fmt.Errorf("%w: the log goes on at revision %d but the state file is at revision %d: the state file is older than the log (restored or replaced?)", ErrStoreCorrupt, r.rev, st.rev)
 		}
 		for _, e := range r.events {
-			if _, ok := st.get(e.Key); e.Deleted && !ok {
-				return nil, 0, fmt.Errorf("%w: the record of revision %d deletes %s, which the state does not hold", ErrStoreCorrupt, r.rev, e.Key)
+			if e.Deleted {
+				exists := false
+				if prev, ok := last[e.Key]; ok {
+					exists = !prev.Deleted
+				} else {
+					_, exists = st.get(e.Key)
+				}
+				if !exists {
+					return nil, 0, fmt.Errorf("%w: the record of revision %d deletes %s, which the state does not hold", ErrStoreCorrupt, r.rev, e.Key)
+				}
 			}
+			last[e.Key] = e
 		}
-		st = st.with(r.rev, r.events)
+		rev = r.rev
 		applied++
 	}
-	return st, applied, nil
+	if applied == 0 {
+		return st, 0, nil
+	}
+	events := make([]Event, 0, len(last))
+	for _, e := range last {
+		events = append(events, e)
+	}
+	return st.with(rev, events), applied, nil
 }
 
 // openLog reads the log, if there is one, applies it over st and makes it

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
 	"io"
@@ -357,41 +356,11 @@ func (r *runner) fanout() error {
 			cause(prof, "The time goes to re-resolving every affected workload's environment under the write lock."))
 	}
 
-	// The same change with every workload's environment mounted as files.
+	// The same change with every workload's environment mounted as files
+	// (fanmount.go).
 	stopPollers()
 	a.stop()
-	mf, err := r.fanoutMounts()
-	if err != nil {
-		return fmt.Errorf("fan-out with mounts: %w", err)
-	}
-	var m strings.Builder
-	m.WriteString("### With mounts\n\n")
-	m.WriteString("The same change when each of the 10,000 workloads also has its environment mounted as files (`\"mount\": true`, DESIGN §6), timed until the agent has written ")
-	m.WriteString("the new version of every mount: its debug log has one `mount written` line per mount, and the harness counts them as they come (every 10 ms). ")
-	m.WriteString("The store is set up before the workloads are registered, and the agent has written all 10,000 first versions before the change. One change (each takes seconds).\n\n")
-	m.WriteString("Re-run: `scripts/bench.sh -only fanout` (`-mount-timeout D`).\n\n")
-	m.WriteString("| | time | vs no-workload change |\n|---|---|---|\n")
-	allText := ms(mf.all)
-	if mf.timedOut {
-		allText = fmt.Sprintf("more than %s (%s of %s done)", mf.all, thousands(int64(mf.done)), thousands(n))
-	}
-	fmt.Fprintf(&m, "| until every one of the 10,000 mounts holds the new value | %s | %s |\n", allText, ratio(float64(mf.all), float64(medBase)))
-	fmt.Fprintf(&m, "| until the CLI returns | %s | %s |\n", ms(mf.ack), ratio(float64(mf.ack), float64(medBase)))
-	fmt.Fprintf(&m, "| the first 10,000 mounts, written at start (from the exec of envletd) | %s | — |\n\n", ms(mf.initial))
-	perMount := mf.all / time.Duration(max(1, mf.done))
-	fmt.Fprintf(&m, "That is %s per mount.\n\n", us(perMount))
-	r.rep.section(m.String())
-	mok := !mf.timedOut && mf.all < 100*time.Millisecond
-	r.rep.goal(goalRow{what: "Change fan-out to 10,000 mounted workloads", figure: allText, against: "no-workload change " + ms(medBase),
-		ratio: ratio(float64(mf.all), float64(medBase)), goal: "< 100 ms", met: met(mok)})
-	if !mok {
-		r.rep.note("Change fan-out to 10,000 mounted workloads takes %s until every mount holds the new value (goal: under 100 ms), %s per mount. "+
-			"The agent's mounter (agent/mount.go) is one goroutine that writes the mounts one after another, each a new version directory of three files with their owner and modes, "+
-			"a link swap and the removal of the old version. "+
-			"Suggested fix: several writers in parallel (the mounts are independent), and rewrite only the formats a workload asks for; "+
-			"even so, 10,000 directories in 100 ms is 10 µs each, so a node with that many mounted workloads should expect seconds, and the goal may need to be stated for the environment alone.", allText, us(perMount))
-	}
-	return nil
+	return r.mountsSection()
 }
 
 func maxDur(d []time.Duration) time.Duration {
@@ -442,131 +411,4 @@ func (r *runner) fanSetup(a *agentProc) (change, idle func(v string) []string, e
 	}
 	logf("fan-out setup (groups: %v) in %s", fanGroups, time.Since(setup).Round(time.Millisecond))
 	return change, idle, nil
-}
-
-// logCounter counts the lines holding a string that an agent appends to its
-// log, from a given offset on.
-type logCounter struct {
-	f    *os.File
-	what []byte
-	part []byte // an unfinished last line
-	n    int
-}
-
-func newLogCounter(path, what string) (*logCounter, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	return &logCounter{f: f, what: []byte(what)}, nil
-}
-
-// skip moves to the end: only lines written from now on count.
-func (c *logCounter) skip() {
-	c.f.Seek(0, io.SeekEnd)
-	c.part, c.n = nil, 0
-}
-
-// poll reads what was appended and returns the count so far.
-func (c *logCounter) poll() int {
-	buf := make([]byte, 256<<10)
-	for {
-		k, err := c.f.Read(buf)
-		data := append(c.part, buf[:k]...)
-		for {
-			i := bytes.IndexByte(data, '\n')
-			if i < 0 {
-				break
-			}
-			if bytes.Contains(data[:i], c.what) {
-				c.n++
-			}
-			data = data[i+1:]
-		}
-		c.part = append([]byte(nil), data...)
-		if err != nil || k == 0 {
-			return c.n
-		}
-	}
-}
-
-// waitFor polls until n lines have come or timeout passes; it returns the
-// time the n-th was seen (zero on timeout) and the count.
-func (c *logCounter) waitFor(n int, timeout time.Duration) (time.Time, int) {
-	deadline := time.Now().Add(timeout)
-	for {
-		if got := c.poll(); got >= n {
-			return time.Now(), got
-		} else if time.Now().After(deadline) {
-			return time.Time{}, got
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-type mountFan struct {
-	ack, all time.Duration
-	done     int // mounts rewritten before the timeout
-	initial  time.Duration
-	timedOut bool
-}
-
-// fanoutMounts times the same change when every one of the 10,000
-// workloads also has its environment mounted as files (DESIGN §6): until
-// the agent has written the new version of every mount, as its debug log
-// says ("mount written", one line per mount). The store is set up before
-// the workloads exist, so setting it up writes no mount.
-func (r *runner) fanoutMounts() (*mountFan, error) {
-	const n = 10000
-	dir := filepath.Join(r.work, "fanmount")
-	a, err := startAgentArgs(bin(r.o.bin, "envletd"), dir, "-log-level", "debug")
-	if err != nil {
-		return nil, err
-	}
-	change, _, err := r.fanSetup(a)
-	a.stop()
-	if err != nil {
-		return nil, err
-	}
-	if err := writeWorkloads(dir, n, 64, fanoutProject, true); err != nil {
-		return nil, err
-	}
-	logPath := filepath.Join(dir, "agent.log")
-	lc, err := newLogCounter(logPath, "mount written")
-	if err != nil {
-		return nil, err
-	}
-	defer lc.f.Close()
-	lc.skip()
-	t0 := time.Now()
-	a, err = startAgentArgs(bin(r.o.bin, "envletd"), dir, "-log-level", "debug")
-	if err != nil {
-		return nil, err
-	}
-	defer a.stop()
-	if st, err := a.status(); err != nil || st.Workloads != n {
-		return nil, fmt.Errorf("the agent holds %d of %d mounted registrations (%v); see %s", st.Workloads, n, err, logPath)
-	}
-	res := &mountFan{}
-	if t, got := lc.waitFor(n, r.o.mountTimeout); t.IsZero() {
-		return nil, fmt.Errorf("only %d of %d mounts written %s after start", got, n, r.o.mountTimeout)
-	} else {
-		res.initial = t.Sub(t0)
-	}
-	logf("fan-out with mounts: %d mounts written %s after the start", n, res.initial.Round(time.Millisecond))
-	lc.skip()
-	t0 = time.Now()
-	if err := r.cli(a, change("v-mount")...); err != nil {
-		return nil, err
-	}
-	res.ack = time.Since(t0)
-	t, got := lc.waitFor(n, r.o.mountTimeout)
-	res.done = got
-	if t.IsZero() {
-		res.timedOut, res.all = true, r.o.mountTimeout
-	} else {
-		res.all = t.Sub(t0)
-	}
-	logf("fan-out with mounts: ack %s, %d of %d mounts rewritten in %s", ms(res.ack), got, n, res.all.Round(time.Millisecond))
-	return res, nil
 }

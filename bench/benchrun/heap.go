@@ -129,6 +129,11 @@ var heapSpots = []hotSpot{
 		"set `w.reg.wipe = nil` after the copy (or copy the registration after wiping)"},
 	{"cache.(*Pool).Alloc", "every locked value has its own `cache.Buf` header on the Go heap (`Pool.Alloc`)",
 		"fewer, larger locked buffers: one per workload layer rather than one per value"},
+	{"(*workloadIndex).add", "the index that narrows matching keeps a map of its own per uid (`workloadIndex.byUID`, agent/identity.go): one small map per workload when each workload has its own uid",
+		"a slice per uid (most uids hold one workload)"},
+	{"(*Agent).putWorkload", "each workload's record (`workload`, agent/registration.go: its registration's id, user, project and match, digest, revisions, about 320 bytes)",
+		"keep only the fields serving needs (not the copied Registration's maps, issued token and wipe list)"},
+	{"(*dirWatch).rescan", "workloads.d's bookkeeping per file: its path and digest (agent/workloadsdir.go)", "key by file name rather than full path"},
 }
 
 // heapCause explains the heap by its known users, largest first.

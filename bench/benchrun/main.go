@@ -50,6 +50,8 @@ func main() {
 			os.Exit(loadWorker(os.Args[2:]))
 		case "poll":
 			os.Exit(pollWorker(os.Args[2:]))
+		case "mountfloor":
+			os.Exit(mountFloorMain(os.Args[2:]))
 		}
 	}
 	os.Exit(run(os.Args[1:]))

@@ -29,8 +29,9 @@ func (r *runner) memory() error {
 		if err != nil {
 			return err
 		}
-		// One request per workload is not needed for a fair figure: the
-		// agent holds every resolved frame from the start. A short settle
+		// One request per workload is not needed for a fair figure: a
+		// request's Env frame is merged for it and freed, nothing of it
+		// is kept. A short settle
 		// lets the runtime return what the start-up parse left behind.
 		time.Sleep(200 * time.Millisecond)
 		st, err := procStatus(a.pid())
@@ -44,7 +45,6 @@ func (r *runner) memory() error {
 		rows = append(rows, row{l.name, l.n, st, s})
 	}
 	base, big := rows[0], rows[len(rows)-1]
-	frameLen := len(gen.EnvFrame(0, 64, 1))
 	mid := rows[1]
 	vars := int64(big.workloads) * 64
 	perVar := float64(big.st["VmRSS"]-base.st["VmRSS"]) / float64(vars)
@@ -75,7 +75,7 @@ func (r *runner) memory() error {
 			mib(x.status.LockedBytes), x.status.MemoryLocked, ratio(float64(x.st["VmRSS"]), float64(base.st["VmRSS"])))
 	}
 	fmt.Fprintf(&b, "\nPer variable, with 10,000 × 64 = %s variables: **%.0f bytes resident** (RSS over the empty agent's), %.0f bytes between 1,000 and 10,000 workloads, "+
-		"%.0f bytes locked (the value, its copy in the workload's resolved Env frame with its name, and chunk slack). The raw data is %d bytes of value and %d of name.\n\n",
+		"%.0f bytes locked (the value, its name's id and its length in the workload's one locked buffer per layer, and slot and chunk slack; names are interned once in the Go heap). The raw data is %d bytes of value and %d of name.\n\n",
 		thousands(vars), perVar, slope, lockedPerVar, gen.ValueBytes, len(gen.Name(0)))
 	if heap != nil {
 		fmt.Fprintf(&b, "Of the 10,000-workload agent's %s resident: %s locked by the cache (VmLck), %s of Go heap in use after a GC (pprof, from a twin agent on the same store), "+
@@ -95,9 +95,11 @@ func (r *runner) memory() error {
 		against: "no workload " + mib(base.st["VmLck"]), ratio: "—", goal: "—",
 	})
 	if !ok {
-		why := fmt.Sprintf("Locked memory alone is %s: each value sits once in its own locked buffer and again in the workload's resolved Env frame (power-of-two slots: a %s-byte frame takes %s).", mib(big.st["VmLck"]), thousands(int64(frameLen)), slotOf(frameLen))
+		why := fmt.Sprintf("Locked memory is %s (%.0f bytes per variable: each workload's own variables packed in one locked buffer per layer; nothing resolved is kept, the Env frame is merged per request).", mib(big.st["VmLck"]), lockedPerVar)
 		if heap != nil {
-			why += fmt.Sprintf(" The Go heap holds %s more after a GC, and the runtime lets it reach about twice that between collections (a memory limit, `debug.SetMemoryLimit` or GOMEMLIMIT in the unit, would bound that headroom). %s", mib(heap.total), heapCause(heap))
+			rest := max(0, big.st["VmRSS"]-big.st["VmLck"]-heap.total)
+			why += fmt.Sprintf(" The Go heap holds %s after a GC, %s per workload. The other %s of the resident set is mostly heap the start-up used and the runtime has not yet handed back to the kernel (VmHWM, the peak, is %s): reading and parsing 10,000 registrations before they are put, which the runtime returns only gradually (`debug.FreeOSMemory` once the first load is in, or a memory limit, `debug.SetMemoryLimit` or GOMEMLIMIT in the unit, would return it at once). %s",
+				mib(heap.total), thousands(heap.total/int64(big.workloads))+" bytes", mib(rest), mib(big.st["VmHWM"]), heapCause(heap))
 		}
 		r.rep.note("Resident memory with 10,000 workloads is %s (goal: under 64 MiB), %.0f bytes per %d-byte variable. %s", mib(big.st["VmRSS"]), perVar, gen.ValueBytes+len(gen.Name(0)), why)
 	}
@@ -113,16 +115,4 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
-}
-
-// slotOf names the power-of-two slot the cache gives n bytes.
-func slotOf(n int) string {
-	s := 32
-	for s < n {
-		s <<= 1
-	}
-	if s >= 1024 {
-		return fmt.Sprintf("%d KiB", s>>10)
-	}
-	return fmt.Sprintf("%d bytes", s)
 }
