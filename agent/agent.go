@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -149,6 +150,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.sweepTokens()
 	a.mu.Unlock()
+	// Start-up decoded the whole store and every registration file at
+	// once; give that garbage back to the kernel before serving, so the
+	// agent's resident memory is what it holds, not what it once parsed.
+	debug.FreeOSMemory()
 
 	// From systemd socket activation where it passed them, else bound here.
 	socks, err := a.openSockets()

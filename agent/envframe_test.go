@@ -620,3 +620,61 @@ func BenchmarkResolveTouched10k(b *testing.B) {
 		}
 	}
 }
+
+// TestOwnLayers: a workload's own variables round-trip through their
+// packed locked buffer, with name ids and value lengths of more than one
+// varint byte; names shared by workloads are interned once and given back
+// when the last workload holding them goes, and deregistration zeroes the
+// values.
+func TestOwnLayers(t *testing.T) {
+	f := newFanAgent(t)
+	big := map[string]string{}
+	for i := range 200 { // in one chunk slot, so its memory can be read after Free
+		big[fmt.Sprintf("N%03d", i)] = strings.Repeat("x", i) // "" clears N000
+	}
+	f.register(t, "big", "p", 6001, big)
+	f.register(t, "small", "p", 6002, map[string]string{"N199": "own", "ONLY": "v"})
+	f.mu.RLock()
+	w := f.workloads["big"]
+	l := f.ownLayer(layerRuntime, w.runtime)
+	names := f.ownNames(w.runtime)
+	mem := w.runtime.Bytes()
+	f.mu.RUnlock()
+	if len(l.vars) != 200 || len(names) != 200 {
+		t.Fatalf("%d variables, %d names; want 200", len(l.vars), len(names))
+	}
+	for i, v := range l.vars {
+		if want := fmt.Sprintf("N%03d", i); v.name != want || names[i] != want || string(v.value) != big[want] {
+			t.Fatalf("variable %d: %s = %d bytes, want %s = %d bytes", i, v.name, len(v.value), want, i)
+		}
+	}
+	if got := len(f.rs.names.ids); got != 201 {
+		t.Fatalf("%d names interned, want 201", got)
+	}
+	if id := f.rs.names.ids["N199"]; f.rs.names.refs[id] != 2 {
+		t.Fatalf("N299 held %d times, want 2", f.rs.names.refs[id])
+	}
+
+	// Put again with fewer names: the ones dropped are given back.
+	f.register(t, "big", "p", 6001, map[string]string{"N001": "y"})
+	if got := len(f.rs.names.ids); got != 3 {
+		t.Fatalf("after the re-registration %d names interned, want 3 (N001, N199, ONLY)", got)
+	}
+	for _, b := range mem {
+		if b != 0 {
+			t.Fatal("the replaced layer's memory was not zeroed")
+		}
+	}
+	f.mu.Lock()
+	f.removeWorkload("big", sourceFile)
+	f.removeWorkload("small", sourceFile)
+	f.mu.Unlock()
+	if got := len(f.rs.names.ids); got != 0 {
+		t.Fatalf("after deregistration %d names interned, want none", got)
+	}
+	// A freed id is reused.
+	f.register(t, "again", "p", 6003, map[string]string{"Z": "z"})
+	if len(f.rs.names.names) != 201 {
+		t.Fatalf("the table grew to %d ids; freed ones should be reused", len(f.rs.names.names))
+	}
+}

@@ -352,6 +352,47 @@ func TestMountSweep(t *testing.T) {
 	}
 }
 
+// TestMountSweepSkipsBusy: the sweep leaves alone a workload whose job a
+// writer is doing (registered after the sweep's list was made), and
+// removes the rest of what is stale.
+func TestMountSweepSkipsBusy(t *testing.T) {
+	m := testMounter(t)
+	m.writers = 2
+	for _, id := range []string{"gone", "late"} {
+		m.do(job(m, id, 1, owner(4242, 4242), map[string]string{"A": "1"}, nil))
+	}
+	m.jobDone = make(chan string, 4)
+	began := make(chan string, 2)
+	release := map[string]chan struct{}{"": make(chan struct{}), "late": make(chan struct{})}
+	m.beforeWrite = func(j *mountJob) {
+		began <- j.id
+		<-release[j.id]
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	m.enqueue(&mountJob{keep: map[string]bool{}})
+	<-began
+	m.enqueue(job(m, "late", 2, owner(4242, 4242), map[string]string{"A": "2"}, nil))
+	<-began
+	close(release[""]) // the sweep runs while "late" is being written
+	if id := <-m.jobDone; id != "" {
+		t.Fatalf("done %q first, want the sweep", id)
+	}
+	if target, err := os.Readlink(filepath.Join(m.dir, "late")); err != nil || target != ".late/1" {
+		t.Errorf("the sweep took the mount being written: %q %v", target, err)
+	}
+	close(release["late"])
+	<-m.jobDone
+	if _, err := os.Lstat(filepath.Join(m.dir, "gone")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stale mount is still there: %v", err)
+	}
+	if target, err := os.Readlink(filepath.Join(m.dir, "late")); err != nil || target != ".late/2" {
+		t.Errorf("late: %q %v, want .late/2", target, err)
+	}
+}
+
 func equalStrings(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

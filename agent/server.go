@@ -63,13 +63,12 @@ type handlers struct {
 	stopping atomic.Bool
 }
 
+// add counts a connection in; the acceptors call it, and they have all
+// returned by the time stop is called.
 func (h *handlers) add(c *net.UnixConn) {
 	h.wg.Add(1)
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
-	if h.stopping.Load() {
-		c.SetReadDeadline(time.Now())
-	}
 	h.mu.Unlock()
 }
 
@@ -160,9 +159,13 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot, h *handlers) {
 		timeout = requestTimeout
 	}
 	c.SetDeadline(time.Now().Add(timeout))
-	var buf [2048]byte
-	defer clear(buf[:]) // the token
-	t, payload, err := wire.ReadRequest(c, buf[:])
+	if h.stopping.Load() {
+		c.SetReadDeadline(time.Now()) // stop's may have come before the line above
+	}
+	rb := reqBufs.Get().(*reqBuf)
+	rb.c, rb.n, rb.off = c, 0, 0
+	defer rb.free() // the token
+	t, payload, err := wire.ReadRequest(rb, rb.payload[:])
 	if err != nil {
 		if h.stopping.Load() {
 			return // cut short by the stop, not the peer's fault
@@ -193,6 +196,44 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot, h *handlers) {
 	default:
 		a.refuse(c, p, CodeBadRequest, "unexpected request type "+req.Type.String())
 	}
+}
+
+// reqBuf reads a request with one read(2) where the peer allows: a
+// launcher writes its request in one write, so the first read takes the
+// header and the payload together, which wire.ReadRequest alone reads
+// apart (one read(2) per request less). It also holds the buffer the
+// payload is decoded from; both are cleared before reuse (the token).
+type reqBuf struct {
+	c       *net.UnixConn
+	ahead   [2048]byte // what the first read took; a request frame is at most 1,296 bytes
+	n, off  int
+	payload [2048]byte
+}
+
+var reqBufs = sync.Pool{New: func() any { return new(reqBuf) }}
+
+// Read serves what the first read took, then reads the connection itself.
+func (r *reqBuf) Read(p []byte) (int, error) {
+	if r.off == r.n {
+		if r.n > 0 {
+			return r.c.Read(p)
+		}
+		n, err := r.c.Read(r.ahead[:])
+		if n == 0 {
+			return 0, err
+		}
+		r.n = n
+	}
+	k := copy(p, r.ahead[r.off:r.n])
+	r.off += k
+	return k, nil
+}
+
+func (r *reqBuf) free() {
+	clear(r.ahead[:r.n])
+	clear(r.payload[:])
+	r.c = nil
+	reqBufs.Put(r)
 }
 
 // sendEnv answers GetEnv. Once the reply is written the connection is

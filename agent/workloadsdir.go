@@ -58,6 +58,7 @@ func (d *dirWatch) Run(ctx context.Context) error {
 				return nil
 			}
 			if strings.HasSuffix(ev.Name, ".json") {
+				d.drain()
 				d.rescan()
 			}
 		case err, ok := <-d.w.Errors:
@@ -66,7 +67,29 @@ func (d *dirWatch) Run(ctx context.Context) error {
 			}
 			// An overflow loses events; a rescan recovers the truth.
 			d.a.log.Warn("workloads dir watch", "error", err)
+			d.drain()
 			d.rescan()
+		}
+	}
+}
+
+// drain takes the events already waiting: the rescan that follows reads
+// the whole directory, so it covers them. Files dropped in a burst (a
+// config manager writing thousands) then cost a few rescans, not one each.
+func (d *dirWatch) drain() {
+	for {
+		select {
+		case _, ok := <-d.w.Events:
+			if !ok {
+				return
+			}
+		case err, ok := <-d.w.Errors:
+			if !ok {
+				return
+			}
+			d.a.log.Warn("workloads dir watch", "error", err)
+		default:
+			return
 		}
 	}
 }

@@ -155,12 +155,9 @@ type Recovery struct {
 	// Replayed is how many log records were applied over the state file.
 	Replayed int
 	// TornBytes is the size of an unfinished record at the end of the log
-	// (a commit cut short by a crash, never acknowledged) that OpenLocal
-	// cut off; 0 when the log ended cleanly.
+	// (a commit whose write a crash interrupted, never acknowledged) that
+	// OpenLocal cut off; 0 when the log ended cleanly.
 	TornBytes int64
-	// TornRev is the revision the unfinished record would have made, when
-	// its header could be read; 0 otherwise.
-	TornRev Revision
 }
 
 // OpenLocal opens the store in dir, creating dir (0700) if needed. The
@@ -172,19 +169,21 @@ type Recovery struct {
 //   - a state file that keys opens, and the log: the state file's state
 //     with every log record above its revision applied in order (records
 //     at or below it were compacted into it already).
-//   - the log ends with an unfinished record (cut short, or complete in
-//     length but failing authentication, as a crash during an append leaves
+//   - the log ends with an unfinished record (cut short, or damaged with no
+//     intact record anywhere after it, as a crash during an append leaves
 //     it): that record was never acknowledged; it is cut off the log and
 //     reported in Recovery (Recovery.TornBytes), and the store opens.
 //   - a state file that is not one, is of another format version, does not
 //     decrypt with keys or does not decode: an error; the file is left
 //     exactly as it is.
-//   - a log record that fails authentication, or a damaged record header,
-//     with more of the log after it; a record sealed with a key that keys
-//     lacks; records whose revisions do not follow the state file's one by
-//     one: an error that errors.Is ErrStoreCorrupt (or ErrUnknownKey), and
-//     every file is left exactly as it is: acknowledged commits may follow
-//     the damage, and the store never drops them silently.
+//   - a damaged log record (a frame that fails its checksum, a body that
+//     fails authentication) with an intact record after it; a record that
+//     authenticates but does not decode; records whose revisions do not
+//     follow the state file's one by one; a log that is not one: an error
+//     that errors.Is ErrStoreCorrupt, and every file is left exactly as it
+//     is: acknowledged commits may follow the damage, and the store never
+//     drops them silently. A record sealed with a key that keys lacks, the
+//     last one too: the same, with ErrUnknownKey.
 //
 // Temp files that a crash left behind are removed in every case: a write is
 // acknowledged only after its rename or its append, so they never hold one.

@@ -320,7 +320,7 @@ func (r *runner) load() error {
 		}
 	}
 	if len(refused) > 0 {
-		r.rep.note("Requests failed under load, where the floor server failed none: %s. A launcher that meets such a refusal exits 125 and its program does not start.", strings.Join(refused, "; "))
+		r.rep.note("Requests failed under load, where the floor server failed none: %s. A launcher that meets such a refusal retries for up to 2 s (ENVLET_RETRY), then exits 125 and its program does not start.", strings.Join(refused, "; "))
 	}
 	if len(missed) > 0 {
 		r.rep.note("Throughput under half the floor's: %s. %s", strings.Join(missed, "; "),

@@ -40,7 +40,7 @@ var ownAllowed = map[string]bool{
 // maxSize bounds the stripped static binary. A plain Go program that only
 // calls os is about 1.4 MB; the launcher adds about 100 KB (1,507,490
 // bytes), and --watch another 86 KB (1,593,506): os/signal, fork/exec,
-// the supervisor. It keeps out time.Timer and time.ParseDuration (50 KB of
+// the supervisor; retrying a busy agent one more page (1,597,602). It keeps out time.Timer and time.ParseDuration (50 KB of
 // time formatting and zone loading), errors.As (reflection) and
 // unix.SignalNum (a map of every signal); see package launcher.
 const maxSize = 1_600_000
