@@ -97,13 +97,44 @@ func (d *dirWatch) drain() {
 // rescan loads every *.json file whose content changed and drops the
 // registrations of files that are gone. A file that does not parse keeps
 // the version last in force (it may be half written) and is logged.
+// rescanChunk is how many files a rescan reads and registers at a time:
+// holding every parsed file of a large directory at once would make the
+// start's heap, and so the agent's resident memory, grow with it.
+const rescanChunk = 512
+
 func (d *dirWatch) rescan() {
 	paths, _ := filepath.Glob(filepath.Join(d.dir, "*.json"))
 	a := d.a
-	// Read and parse outside a.mu: a file that is slow to open or read
-	// (a FIFO, a hung network file system) must not stall the agent. The
-	// files are read and parsed on every core: at start, with thousands
-	// of files, decoding them is most of the agent's work.
+	present := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		present[p] = true
+	}
+	// Removals first, so an id that moves from one file to another is free.
+	a.mu.Lock()
+	for p, id := range d.idOf {
+		if !present[p] {
+			a.removeWorkload(id, sourceFile)
+			d.unbind(p)
+			a.log.Info("workload removed", "workload", id, "path", p)
+		}
+	}
+	a.mu.Unlock()
+	for i := 0; i < len(paths); i += rescanChunk {
+		d.register(d.loadAll(paths[i:min(i+rescanChunk, len(paths))]))
+	}
+	if d.rescans != nil {
+		select {
+		case d.rescans <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// loadAll reads and parses files outside a.mu: a file that is slow to
+// open or read (a FIFO, a hung network file system) must not stall the
+// agent. The files are read and parsed on every core: at start, with
+// thousands of files, decoding them is most of the agent's work.
+func (d *dirWatch) loadAll(paths []string) []dirFile {
 	files := make([]dirFile, len(paths))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -115,10 +146,14 @@ func (d *dirWatch) rescan() {
 		})
 	}
 	wg.Wait()
+	return files
+}
+
+// register puts the registrations of loaded files.
+func (d *dirWatch) register(files []dirFile) {
+	a := d.a
 	var todo []dirFile
-	present := make(map[string]bool, len(paths))
 	for _, f := range files {
-		present[f.path] = true
 		switch {
 		case f.readErr != nil:
 			a.log.Error("read workload file", "path", f.path, "error", f.readErr)
@@ -130,14 +165,6 @@ func (d *dirWatch) rescan() {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	// Removals first, so an id that moves from one file to another is free.
-	for p, id := range d.idOf {
-		if !present[p] {
-			a.removeWorkload(id, sourceFile)
-			d.unbind(p)
-			a.log.Info("workload removed", "workload", id, "path", p)
-		}
-	}
 	for _, l := range todo {
 		p, reg := l.path, l.reg
 		if id, ok := d.idOf[p]; ok && id != reg.ID {
@@ -158,12 +185,6 @@ func (d *dirWatch) rescan() {
 		d.loaded[p] = l.sum
 		d.bind(p, reg.ID)
 		a.log.Info("workload registered", "workload", reg.ID, "path", p)
-	}
-	if d.rescans != nil {
-		select {
-		case d.rescans <- struct{}{}:
-		default:
-		}
 	}
 }
 
