@@ -13,6 +13,9 @@ import (
 // variable for tests.
 var maxAuditQueue = 4 << 20
 
+// keepAuditBuf: a batch buffer up to this capacity is reused.
+const keepAuditBuf = 1 << 20
+
 // auditQueue is the audit log's writer: one goroutine that takes every
 // line queued since its last write and writes them with one write(2), and
 // sends each to journald when that is on. There is no timer: the writer
@@ -101,9 +104,9 @@ func (q *auditQueue) run() {
 
 		q.mu.Lock()
 		q.written = upTo
-		// Keep the batch's buffer for the next one, unless a burst made
-		// it large.
-		if cap(batch) <= maxAuditQueue {
+		// Keep the batch's buffer for the next one, unless a burst (a
+		// slow disk) made it large: memory held for good stays small.
+		if cap(batch) <= keepAuditBuf {
 			q.spare, q.spareM = batch[:0], marks[:0]
 		} else {
 			q.spare, q.spareM = nil, nil

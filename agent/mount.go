@@ -450,7 +450,12 @@ func (m *mounter) write(j *mountJob) (*mounted, error) {
 	if hasEntry(old, ".link") {
 		unix.Unlinkat(vfd, ".link", 0)
 	}
-	if err := unix.Symlinkat(vname+"/"+version, vfd, ".link"); err != nil {
+	err = unix.Symlinkat(vname+"/"+version, vfd, ".link")
+	if err == unix.EEXIST { // left by a write that did not finish
+		unix.Unlinkat(vfd, ".link", 0)
+		err = unix.Symlinkat(vname+"/"+version, vfd, ".link")
+	}
+	if err != nil {
 		m.reclaimAt(vfd, version)
 		return nil, fmt.Errorf("link new version: %w", err)
 	}

@@ -356,7 +356,7 @@ func (r *runner) mountsSection() error {
 	m.WriteString("Timed from the exec of the admin CLI until the last of the 10,000 link swaps, as inotify on the mount directory reports the renames; the harness then reads every mount's `env` to check it holds the new value (and would wait for more renames if one did not). ")
 	m.WriteString("The store is set up before the workloads are registered, and all 10,000 first versions are written and checked before the change. One change.\n\n")
 	fmt.Fprintf(&m, "The floor is the same file system work done by a minimal Go program (bench/benchrun/mountfloor.go) on the same file system: for each of 10,000 mounts, a version directory with three files of the same sizes, each with one write(2), "+
-		"owner and modes as the agent sets them, the link swapped, the old version taken back and removed, all with raw `*at` system calls on open directories and every name known in advance: 31 system calls a mount (the agent makes 33), no listing, no rendering, no locked memory, no scheduling of jobs. "+
+		"owner and modes as the agent sets them, the link swapped, the old version taken back and removed, all with raw `*at` system calls on open directories and every name known in advance: 31 system calls a mount (the agent makes 33: it also opens the mount directory for each), no listing, no rendering, no locked memory, no scheduling of jobs. "+
 		"Its time is the file system's (the kernel's), not envlet's.\n\n")
 	m.WriteString("Re-run: `scripts/bench.sh -only fanout` (`-mount-timeout D`); the floor alone: `bin/bench/benchrun mountfloor /dev/shm 10000 WRITERS`.\n\n")
 	m.WriteString("| | time | per mount | CPU (user+system) | vs floor |\n|---|---|---|---|---|\n")
@@ -379,7 +379,7 @@ func (r *runner) mountsSection() error {
 		r.rep.note("Change fan-out to 10,000 mounted workloads takes %s until every mount holds the new value (goal: under 100 ms), %s per mount, on %s. "+
 			"The floor, the same file system work done by a minimal Go program with the same %d writers, takes %s (%s per mount, %s of CPU, %s of it in the kernel): "+
 			"10,000 mounts in 100 ms would need 10 µs a mount, and the kernel alone needs more than that here. "+
-			"What the agent adds over the floor is the re-resolution of the 10,000 environments (the row above; it shares the CPUs with the writers), rendering the three formats, and a few more system calls a mount (it lists a version directory only when it does not know what is in it). "+
+			"What the agent adds over the floor is the re-resolution of the 10,000 environments (the row above; it shares the CPUs with the writers), rendering the three formats, two more system calls a mount (it opens the mount directory for each, so one removed by hand is made again), and the Go runtime's scheduling around system calls. "+
 			"The goal can be met for the environment served over the socket; mounts follow at the file system's pace.",
 			allText, per(mf.all), mf.fs, mf.writers, ms(mf.floor), per(mf.floor), ms(mf.floorCPU), ms(mf.floorSysCPU))
 	}
