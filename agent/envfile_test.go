@@ -221,37 +221,10 @@ func render(vars []mountVar) envFiles {
 }
 
 // renderSlow is renderEnvFiles without its fast path for plain values:
-// every value through the appenders.
+// every byte goes through the appenders' checks.
 func renderSlow(vars []mountVar) envFiles {
 	var e envFiles
-	e.json = append(e.json, '{')
-	first := true
-	for _, v := range vars {
-		var ok bool
-		if e.env, ok = appendSystemdEnv(e.env, v.name, v.value); !ok {
-			e.envSkip = append(e.envSkip, v.name)
-		}
-		if e.docker, ok = appendDockerEnv(e.docker, v.name, v.value); !ok {
-			e.dockerSkip = append(e.dockerSkip, v.name)
-		}
-		mark := len(e.json)
-		if !first {
-			e.json = append(e.json, ',')
-		}
-		e.json = append(e.json, '\n', ' ', ' ')
-		e.json, _ = appendJSONString(e.json, []byte(v.name))
-		e.json = append(e.json, ':', ' ')
-		if e.json, ok = appendJSONString(e.json, v.value); !ok {
-			e.json = e.json[:mark]
-			e.jsonSkip = append(e.jsonSkip, v.name)
-			continue
-		}
-		first = false
-	}
-	if !first {
-		e.json = append(e.json, '\n')
-	}
-	e.json = append(e.json, '}', '\n')
+	renderEnvFilesFast(&e, vars, func([]byte) bool { return false })
 	return e
 }
 
