@@ -11,10 +11,7 @@ import (
 // record that would go over waits for room (back-pressure: the serving
 // goroutine blocks, its peer already has its reply); none is dropped. A
 // variable for tests.
-var maxAuditQueue = 4 << 20
-
-// keepAuditBuf: a batch buffer up to this capacity is reused.
-const keepAuditBuf = 1 << 20
+var maxAuditQueue = 1 << 20
 
 // auditQueue is the audit log's writer: one goroutine that takes every
 // line queued since its last write and writes them with one write(2), and
@@ -69,6 +66,14 @@ func (q *auditQueue) put(line []byte, action string, wait bool) {
 		q.writeBatch(line, []auditMark{{len(line), action}})
 		return
 	}
+	if len(q.buf)+len(line) > cap(q.buf) {
+		// Grow by hand: append's doubling would go past the bound, and
+		// the two buffers that take turns are kept for good.
+		n := min(max(2*cap(q.buf), 64<<10), maxAuditQueue)
+		nb := make([]byte, len(q.buf), max(n, len(q.buf)+len(line)))
+		copy(nb, q.buf)
+		q.buf = nb
+	}
 	q.buf = append(q.buf, line...)
 	q.peak = max(q.peak, len(q.buf))
 	if q.l.journal {
@@ -104,13 +109,8 @@ func (q *auditQueue) run() {
 
 		q.mu.Lock()
 		q.written = upTo
-		// Keep the batch's buffer for the next one, unless a burst (a
-		// slow disk) made it large: memory held for good stays small.
-		if cap(batch) <= keepAuditBuf {
-			q.spare, q.spareM = batch[:0], marks[:0]
-		} else {
-			q.spare, q.spareM = nil, nil
-		}
+		// The batch's buffer takes the next turn (put bounds its size).
+		q.spare, q.spareM = batch[:0], marks[:0]
 		q.done.Broadcast() // written
 	}
 }
