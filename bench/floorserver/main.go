@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"net"
@@ -63,8 +64,10 @@ func serve(c *net.UnixConn, frame []byte) {
 	if cerr != nil {
 		return
 	}
+	// Through a buffer, so header and payload come in with one read(2),
+	// as the agent reads them.
 	var buf [2048]byte
-	t, payload, err := wire.ReadFrame(c, buf[:])
+	t, payload, err := wire.ReadFrame(bufio.NewReaderSize(c, 2048), buf[:])
 	if err != nil {
 		return
 	}
