@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -26,6 +27,7 @@ import (
 // resolves each registered workload's environment when something changes,
 // and serves it on the workload socket; the admin socket manages it all.
 type Agent struct {
+	requests atomic.Uint64 // workload socket connections served, for trimMemory
 	cfg      Config
 	log      hclog.Logger
 	reserved Reserved
@@ -178,6 +180,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		func(ctx context.Context) error { return a.serveAdmin(ctx, socks.admin) },
 		a.mounts.Run,
 		a.watchdog,
+		a.trimMemory,
 		a.notifyStopping,
 		func(ctx context.Context) error { return a.reloadOnHUP(ctx, hup) },
 	}

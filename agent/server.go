@@ -150,6 +150,7 @@ func acceptBackoff(err error, d *time.Duration) (time.Duration, bool) {
 }
 
 func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot, h *handlers) {
+	a.requests.Add(1)
 	defer h.done(c)
 	defer s.release() // a Watch gives its slot back once it is set up, GetEnv once it has replied
 	defer p.release()

@@ -75,6 +75,12 @@ type agentProc struct {
 	ready  time.Duration
 	done   chan struct{}
 	client *http.Client
+
+	// rest is /proc/PID/status (kB fields in bytes) and restStatus the
+	// agent's status, read once after READY, before anything asked it for
+	// anything: what holding its workloads costs.
+	rest       map[string]int64
+	restStatus agentStatus
 }
 
 // startAgent runs envletd -dev in dir and waits until it prints the two
@@ -294,6 +300,17 @@ func (r *runner) agent(layout string) (*agentProc, error) {
 		return nil, err
 	}
 	logf("agent %s READY in %s", layout, a.ready.Round(time.Millisecond))
+	// A short settle, then what holding the workloads costs, before any
+	// section drives the agent.
+	time.Sleep(200 * time.Millisecond)
+	if a.rest, err = procStatus(a.pid()); err != nil {
+		a.stop()
+		return nil, err
+	}
+	if a.restStatus, err = a.status(); err != nil {
+		a.stop()
+		return nil, err
+	}
 	r.agents[layout] = a
 	return a, nil
 }
