@@ -47,6 +47,7 @@ func (a *Agent) trimMemory(ctx context.Context) error {
 	t := time.NewTicker(trimEvery)
 	defer t.Stop()
 	seen := a.requests.Load()
+	busy := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -56,17 +57,23 @@ func (a *Agent) trimMemory(ctx context.Context) error {
 		n := a.requests.Load()
 		quiet := n == seen
 		seen = n
-		if held, live := runtimeHeld(s); shouldTrim(quiet, held, live) {
+		held, live := runtimeHeld(s)
+		if shouldTrim(busy, quiet, held, live) {
 			debug.FreeOSMemory()
 			after, _ := runtimeHeld(s)
 			a.log.Debug("returned memory to the kernel after a burst", "held_bytes", held, "now_held_bytes", after)
 		}
+		busy = !quiet
 	}
 }
 
-// shouldTrim says whether to hand memory back: only once the workload
-// socket is quiet (under load the memory would be taken again at once),
-// and only when the runtime holds trimSlack more than was live.
-func shouldTrim(quiet bool, held, live uint64) bool {
-	return quiet && held > live+trimSlack
+// shouldTrim says whether to hand memory back: once the workload socket
+// has gone quiet after being busy (under load the memory would be taken
+// again at once; idle, there is nothing new to hand back), and only when
+// the runtime holds trimSlack more than the last collection found live.
+// That collection may have run during the burst and found much live, so a
+// quiet agent holding more than trimSlack twice over trims anyway: the
+// trim's own collection finds out.
+func shouldTrim(wasBusy, quiet bool, held, live uint64) bool {
+	return wasBusy && quiet && (held > live+trimSlack || held > 2*trimSlack)
 }

@@ -8,18 +8,20 @@ import (
 
 func TestShouldTrim(t *testing.T) {
 	for _, tt := range []struct {
-		quiet      bool
-		held, live uint64
-		want       bool
+		busy, quiet bool
+		held, live  uint64
+		want        bool
 	}{
-		{true, 10 << 20, 8 << 20, false},               // little beyond what is live
-		{true, 60 << 20, 20 << 20, true},               // a burst's leftovers, now quiet
-		{false, 60 << 20, 20 << 20, false},             // still busy: it would be taken again
-		{true, 20<<20 + trimSlack, 20 << 20, false},    // exactly the slack
-		{true, 20<<20 + trimSlack + 1, 20 << 20, true}, // just over it
+		{true, true, 10 << 20, 8 << 20, false},             // little beyond what is live
+		{true, true, 60 << 20, 20 << 20, true},             // a burst's leftovers, now quiet
+		{true, false, 60 << 20, 20 << 20, false},           // still busy: it would be taken again
+		{false, true, 60 << 20, 20 << 20, false},           // idle since the last look: trimmed then
+		{true, true, 8<<20 + trimSlack, 8 << 20, false},    // exactly the slack
+		{true, true, 8<<20 + trimSlack + 1, 8 << 20, true}, // just over it
+		{true, true, 2*trimSlack + 1, 40 << 20, true},      // live measured mid-burst: trim anyway
 	} {
-		if got := shouldTrim(tt.quiet, tt.held, tt.live); got != tt.want {
-			t.Errorf("shouldTrim(%v, %d, %d) = %v, want %v", tt.quiet, tt.held, tt.live, got, tt.want)
+		if got := shouldTrim(tt.busy, tt.quiet, tt.held, tt.live); got != tt.want {
+			t.Errorf("shouldTrim(%v, %v, %d, %d) = %v, want %v", tt.busy, tt.quiet, tt.held, tt.live, got, tt.want)
 		}
 	}
 }
