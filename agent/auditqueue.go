@@ -2,7 +2,6 @@ package agent
 
 import (
 	"sync"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
 )
@@ -34,8 +33,7 @@ type auditQueue struct {
 	peak    int           // the most bytes queued at once (tests)
 	exited  chan struct{} // closed when the writer has written everything and returned
 
-	errMu   sync.Mutex
-	lastErr time.Time // when a failed write was last reported
+	errReports everyGate // a failed write is reported at most once per refuseEvery
 }
 
 // auditMark is where a line ends in the queue, and its action, for the
@@ -135,13 +133,7 @@ func (q *auditQueue) writeBatch(batch []byte, marks []auditMark) {
 	}
 	// os.File.Write writes it all or says why not.
 	if _, err := l.f.Write(batch); err != nil && l.log != nil {
-		q.errMu.Lock()
-		report := time.Since(q.lastErr) >= refuseEvery
-		if report {
-			q.lastErr = time.Now()
-		}
-		q.errMu.Unlock()
-		if report {
+		if q.errReports.pass() {
 			l.log.Error("write audit log; records are lost", "error", err, "bytes", len(batch))
 		}
 	}

@@ -338,16 +338,16 @@ func (l *connLimiter) auditBudget(uid uint32) (bool, int) {
 // A refusal is logged and audited at most once per uid per refuseEvery,
 // with the number refused since, so a flood does not flood the audit log.
 type connLimiter struct {
-	a                *Agent
-	socket           string
-	max, maxPerUID   int
-	mu               sync.Mutex
-	total            int
-	perUID           map[uint32]int
-	refused          map[uint32]*refusals
-	lastAcceptReport time.Time
-	lingering        atomic.Int32 // refused connections being drained (refuse)
-	buckets          map[uint32]*auditBucket
+	a              *Agent
+	socket         string
+	max, maxPerUID int
+	mu             sync.Mutex
+	total          int
+	perUID         map[uint32]int
+	refused        map[uint32]*refusals
+	acceptReports  everyGate
+	lingering      atomic.Int32 // refused connections being drained (refuse)
+	buckets        map[uint32]*auditBucket
 }
 
 type refusals struct {
@@ -356,6 +356,24 @@ type refusals struct {
 }
 
 const refuseEvery = 10 * time.Second
+
+// everyGate lets one event through per refuseEvery: for reports that a
+// fault repeating in a tight loop would otherwise flood the log with.
+type everyGate struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// pass says whether this event is the one to report.
+func (g *everyGate) pass() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if time.Since(g.last) < refuseEvery {
+		return false
+	}
+	g.last = time.Now()
+	return true
+}
 
 // limiter returns the limiter of a socket, made on first use.
 func (a *Agent) limiter(socket string) *connLimiter {
@@ -499,13 +517,7 @@ func (l *connLimiter) refuse(c *net.UnixConn, answer []byte) {
 
 // noteAcceptError logs an accept failure at most once per refuseEvery.
 func (l *connLimiter) noteAcceptError(err error) {
-	l.mu.Lock()
-	report := time.Since(l.lastAcceptReport) >= refuseEvery
-	if report {
-		l.lastAcceptReport = time.Now()
-	}
-	l.mu.Unlock()
-	if report {
+	if l.acceptReports.pass() {
 		l.a.log.Warn("accept failed; waiting before the next", "socket", l.socket, "error", err)
 	}
 }
