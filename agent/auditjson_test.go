@@ -247,21 +247,7 @@ func TestAuditQueueBackPressure(t *testing.T) {
 	maxAuditQueue = 16 << 10
 	t.Cleanup(func() { maxAuditQueue = old })
 
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "audit.log")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The reader opens the FIFO (openAudit's open waits for it) and reads
-	// nothing until told.
-	opened := make(chan *os.File)
-	go func() {
-		f, err := os.Open(fifo)
-		if err != nil {
-			panic(err)
-		}
-		opened <- f
-	}()
+	fifo, opened := auditFIFO(t)
 	l := testAuditLog(t, fifo)
 	r := <-opened
 	defer r.Close()
@@ -351,4 +337,25 @@ func BenchmarkServeAuditRecord(b *testing.B) {
 		}
 		l.served.mu.Unlock()
 	})
+}
+
+// auditFIFO makes a FIFO to use as the audit log and opens its reading end
+// in the background (an open for writing, as openAudit's, waits for it):
+// the reader, sent on the channel once open, reads nothing until the test
+// does, so the audit writer blocks once the pipe is full.
+func auditFIFO(t *testing.T) (string, <-chan *os.File) {
+	t.Helper()
+	fifo := filepath.Join(t.TempDir(), "audit.log")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan *os.File, 1)
+	go func() {
+		f, err := os.Open(fifo)
+		if err != nil {
+			panic(err)
+		}
+		opened <- f
+	}()
+	return fifo, opened
 }

@@ -158,16 +158,7 @@ func TestWorkloadsDirFIFO(t *testing.T) {
 // not at all.
 func TestUserNameCache(t *testing.T) {
 	a := testAgent(t)
-	names := map[string]string{}
-	calls := 0
-	lookupUID = func(id string) (*user.User, error) {
-		calls++
-		if n, ok := names[id]; ok {
-			return &user.User{Username: n, Uid: id}, nil
-		}
-		return nil, user.UnknownUserIdError(0)
-	}
-	defer func() { lookupUID = user.LookupId }()
+	names, calls := fakeUsers(t)
 
 	if got := a.userName(5001); got != "5001" {
 		t.Fatalf("unknown uid = %q", got)
@@ -176,10 +167,10 @@ func TestUserNameCache(t *testing.T) {
 	if got := a.userName(5001); got != "newuser" {
 		t.Fatalf("after the user was created: %q, want newuser (a failure must not be cached)", got)
 	}
-	before := calls
+	before := *calls
 	names["5001"] = "renamed"
-	if got := a.userName(5001); got != "newuser" || calls != before {
-		t.Fatalf("within the TTL: %q after %d lookups, want the cached name without a lookup", got, calls-before)
+	if got := a.userName(5001); got != "newuser" || *calls != before {
+		t.Fatalf("within the TTL: %q after %d lookups, want the cached name without a lookup", got, *calls-before)
 	}
 	// Age the entry past the TTL.
 	a.names.Store(uint32(5001), cachedName{"newuser", time.Now().Add(-nameTTL - time.Second)})
@@ -229,4 +220,21 @@ func TestNoExistenceOracle(t *testing.T) {
 	if strings.ReplaceAll(a1, "secretproj", "X") != strings.ReplaceAll(a2, "nosuchproj", "X") {
 		t.Errorf("refusals differ:\n%s\n%s", a1, a2)
 	}
+}
+
+// fakeUsers replaces the passwd lookup for the test: uids in the returned
+// map have that user name, others have no entry; *calls counts lookups.
+func fakeUsers(t *testing.T) (map[string]string, *int) {
+	t.Helper()
+	names := map[string]string{}
+	calls := new(int)
+	lookupUID = func(id string) (*user.User, error) {
+		*calls++
+		if n, ok := names[id]; ok {
+			return &user.User{Username: n, Uid: id}, nil
+		}
+		return nil, user.UnknownUserIdError(0)
+	}
+	t.Cleanup(func() { lookupUID = user.LookupId })
+	return names, calls
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -146,23 +145,12 @@ func TestSlotReleasedBeforeAudit(t *testing.T) {
 	old := maxAuditQueue
 	maxAuditQueue = 1
 	t.Cleanup(func() { maxAuditQueue = old })
-	fifo := filepath.Join(t.TempDir(), "audit.fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	var stuck *auditLog
 	var r *os.File
 	a, sock, stop := serveAgent(t, func(a *Agent) {
 		setupProject(t, a)
 		registerAs(t, a, `{"id":"w","user":"root","project":"p","match":{"uid":0}}`)
-		opened := make(chan *os.File)
-		go func() {
-			f, err := os.Open(fifo)
-			if err != nil {
-				panic(err)
-			}
-			opened <- f
-		}()
+		fifo, opened := auditFIFO(t)
 		var err error
 		if stuck, err = openAudit(fifo, filepath.Join(t.TempDir(), "audit.key"), cache.NewPool()); err != nil {
 			t.Fatal(err)
@@ -288,34 +276,25 @@ func TestServeStopCutsWaitingConnections(t *testing.T) {
 // looks a missing name up every time.
 func TestRecordNameCachesMisses(t *testing.T) {
 	a := testAgent(t)
-	names := map[string]string{}
-	calls := 0
-	lookupUID = func(id string) (*user.User, error) {
-		calls++
-		if n, ok := names[id]; ok {
-			return &user.User{Username: n, Uid: id}, nil
-		}
-		return nil, user.UnknownUserIdError(0)
-	}
-	defer func() { lookupUID = user.LookupId }()
+	names, calls := fakeUsers(t)
 
-	if got := a.recordName(5002); got != "5002" || calls != 1 {
-		t.Fatalf("unknown uid: %q after %d lookups", got, calls)
+	if got := a.recordName(5002); got != "5002" || *calls != 1 {
+		t.Fatalf("unknown uid: %q after %d lookups", got, *calls)
 	}
 	for range 3 {
-		if got := a.recordName(5002); got != "5002" || calls != 1 {
-			t.Fatalf("a known miss: %q after %d lookups, want no new lookup", got, calls)
+		if got := a.recordName(5002); got != "5002" || *calls != 1 {
+			t.Fatalf("a known miss: %q after %d lookups, want no new lookup", got, *calls)
 		}
 	}
 	names["5002"] = "late"
-	if got := a.recordName(5002); got != "5002" || calls != 1 {
-		t.Fatalf("within missTTL: %q after %d lookups", got, calls)
+	if got := a.recordName(5002); got != "5002" || *calls != 1 {
+		t.Fatalf("within missTTL: %q after %d lookups", got, *calls)
 	}
-	if got := a.userName(5002); got != "late" || calls != 2 {
-		t.Fatalf("userName after the user was created: %q after %d lookups, want late at once", got, calls)
+	if got := a.userName(5002); got != "late" || *calls != 2 {
+		t.Fatalf("userName after the user was created: %q after %d lookups, want late at once", got, *calls)
 	}
-	if got := a.recordName(5002); got != "late" || calls != 2 {
-		t.Fatalf("recordName once the name is known: %q after %d lookups", got, calls)
+	if got := a.recordName(5002); got != "late" || *calls != 2 {
+		t.Fatalf("recordName once the name is known: %q after %d lookups", got, *calls)
 	}
 	// An aged miss is looked up again.
 	delete(names, "5003")
