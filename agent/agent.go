@@ -172,6 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.notify(daemon.SdNotifyReady)
 
 	a.mounts.gate = a.mu.RLocker() // mount writers wait while a resolution holds the lock
+	a.mounts.wrote = a.mountServed
 	parts := []func(context.Context) error{
 		func(ctx context.Context) error { return a.follow(ctx, snap.Rev) },
 		a.watchKeyFile,

@@ -121,7 +121,7 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 	val, scope, hmac := a.credentialValue(w, id)
 	rev := a.model.rev
 	if val != nil {
-		w.servedRev.Store(int64(rev))
+		w.noteServed(rev)
 	}
 	a.mu.RUnlock()
 	if val == nil {

@@ -1,5 +1,7 @@
 package agent
 
+import "github.com/envlet/envlet/fetch"
+
 // Hooks that delivery (mounts, --watch launchers) plugs into. Called with
 // a.mu held for writing, so each only hashes, copies and queues: the files
 // are written by the mounter's goroutine, the Changed frames by each
@@ -53,4 +55,16 @@ func (a *Agent) sweepMounts() {
 	}
 	a.mu.RUnlock()
 	a.mounts.enqueue(&mountJob{keep: keep})
+}
+
+// mountServed records that id's mount now holds its environment as of rev:
+// for `workload list`, a mount counts as served, so a workload that only
+// reads its mount shows its revision and turns stale when a change has not
+// reached the mount yet.
+func (a *Agent) mountServed(id string, rev fetch.Revision) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if w := a.workloads[id]; w != nil {
+		w.noteServed(rev)
+	}
 }

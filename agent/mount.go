@@ -146,6 +146,9 @@ type mounter struct {
 	// resolution holds the lock (it blocks every request) instead of
 	// taking CPU from it.
 	gate sync.Locker
+	// wrote, when set, is told each version a writer has swapped in (the
+	// agent counts it as served: the workload can read it).
+	wrote func(id string, rev fetch.Revision)
 
 	// state is what was last handed to the writers, by workload id. Only
 	// touched with Agent.mu held for writing.
@@ -314,6 +317,9 @@ func (m *mounter) do(j *mountJob) {
 			return
 		}
 		held = w
+		if m.wrote != nil {
+			m.wrote(j.id, j.rev)
+		}
 		m.log.Debug("mount written", "workload", j.id, "revision", j.rev, "version", w.version, "took", time.Since(start))
 	}
 }

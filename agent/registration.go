@@ -170,6 +170,18 @@ type workload struct {
 
 // free zeroes w's locked memory. The names of its own layers stay
 // interned: releaseOwn gives them back when the agent goes on.
+// noteServed records that w was served its environment as of rev; the
+// revision only moves forward (a mount writer may finish after a newer
+// request was served).
+func (w *workload) noteServed(rev fetch.Revision) {
+	for {
+		old := w.servedRev.Load()
+		if int64(rev) <= old || w.servedRev.CompareAndSwap(old, int64(rev)) {
+			return
+		}
+	}
+}
+
 func (w *workload) free() {
 	w.runtime.Free()
 	w.execution.Free()

@@ -253,7 +253,7 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 	frame := a.envFrame(w)
 	rev := a.model.rev
 	envRev := int64(w.envRev)
-	w.servedRev.Store(int64(rev))
+	w.noteServed(rev)
 	id := w.reg.ID
 	a.mu.RUnlock()
 	defer frame.Free()

@@ -155,7 +155,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 	frame := a.envFrame(w)
 	rev := a.model.rev
 	envRev := int64(w.envRev)
-	w.servedRev.Store(int64(rev))
+	w.noteServed(rev)
 	a.mu.RUnlock()
 	// Before the Env frame, so a launcher that has it can count on the slot
 	// being free.

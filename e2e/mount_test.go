@@ -325,3 +325,35 @@ func pct(d []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*p/100)]
 }
+
+// TestMountCountsAsServed: a workload that only reads its mount (it never
+// asks the socket) shows the revision its mount holds in `workload list`,
+// and is not stale once a change has reached the mount.
+func TestMountCountsAsServed(t *testing.T) {
+	a := startAgent(t, "")
+	a.cli("project", "create", "p")
+	a.register(map[string]any{"id": "mo", "user": "u", "project": "p", "match": map[string]any{"uid": 4721}, "mount": true})
+	a.waitLog("mount written: workload=mo ", 1)
+	row := func() map[string]any {
+		t.Helper()
+		var list []map[string]any
+		if err := json.Unmarshal([]byte(a.cli("workload", "list", "--json")), &list); err != nil || len(list) != 1 {
+			t.Fatalf("workload list: %v %v", list, err)
+		}
+		return list[0]
+	}
+	r := row()
+	if r["revision"].(float64) == 0 || r["revision"] != r["env_revision"] || r["stale"] != false {
+		t.Fatalf("after the first mount: %v; want revision = env_revision, not stale", r)
+	}
+	a.cli("project", "env", "set", "p", "MODE", "two")
+	a.waitLog("mount written: workload=mo ", 2)
+	r = row()
+	if r["revision"] != r["env_revision"] || r["stale"] != false {
+		t.Fatalf("after the change reached the mount: %v; want revision = env_revision, not stale", r)
+	}
+	b, err := os.ReadFile(filepath.Join(a.dir, "mounts", "mo", "env"))
+	if err != nil || !strings.Contains(string(b), "MODE=\"two\"") {
+		t.Fatalf("mount env: %q %v", b, err)
+	}
+}
