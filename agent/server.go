@@ -249,7 +249,8 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 		a.refuse(c, p, e.Code, e.Message)
 		return
 	}
-	// Serve a copy, so a re-resolution may free the frame while we write.
+	// Merged for this request into a Buf of its own, written after the
+	// lock is released.
 	frame := a.envFrame(w)
 	rev := a.model.rev
 	envRev := int64(w.envRev)

@@ -237,7 +237,7 @@ func TestParsePprofTop(t *testing.T) {
 	}
 	c := heapCause(h)
 	// sums and its hex strings together: 94.24 MB of 174.89.
-	if !strings.Contains(c, "94.2 MiB (54% of the heap)") || !strings.Contains(c, "raw 32-byte sums") {
+	if !strings.Contains(c, "94.2 MiB (54% of the heap)") || !strings.Contains(c, "`auditLog.sums`") {
 		t.Errorf("heapCause = %q, want the audit sums with their hex strings first", c)
 	}
 	if !strings.Contains(c, "`cache.Buf` header") {

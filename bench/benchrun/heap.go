@@ -120,8 +120,8 @@ func (h *heapProfile) markdown() string {
 
 // A known heap user: what it keeps per variable and how to keep less.
 var heapSpots = []hotSpot{
-	{"(*auditLog).sums", "every workload keeps, for its audit records, an HMAC of each variable it is served as a 64-character hex string in a map keyed by name (`auditLog.sums`, `workload.hmacs`)",
-		"keep the raw 32-byte sums in one slice beside the frame (or one HMAC over the whole frame) and hex-encode only when writing an audit line"},
+	{"(*auditLog).sums", "the serve records' HMAC cache keeps the encoded HMACs of recently served environments (`auditLog.sums`, `servedHMACs`, at most 4 MiB: agent/auditjson.go)",
+		"lower `maxServedHMACBytes`, or record one HMAC over the whole frame per serve (an audit format change)"},
 	{"hex.EncodeToString", "", ""}, // counted with sums
 	{"(*Agent).ownVars", "each runtime and execution variable of each workload is a Go string name plus a `*cache.Buf` (`Agent.ownVars`)",
 		"pack a workload's own variables into one locked buffer (names and values, as the Env frame already is) and keep offsets"},

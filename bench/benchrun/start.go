@@ -182,17 +182,6 @@ func startCause(p *profile) string {
 	if p == nil {
 		return "(perf was not available to profile the start in this run.)"
 	}
-	var scan float64
-	for _, f := range p.self {
-		if strings.Contains(f.name, "memeqbody") || strings.Contains(f.name, "maps.(*Iter).Next") || strings.Contains(f.name, "mapIterNext") {
-			scan += f.selfPct
-		}
-	}
-	if scan >= 15 && (p.share("watchWorkloadsDir") >= 30 || p.share("(*dirWatch).rescan") >= 30) {
-		return fmt.Sprintf("%.0f%% of a 10,000-workload start's CPU samples are string compares and map iteration under the workloads.d rescan: "+
-			"`dirWatch.rescan` (agent/workloadsdir.go) calls `owner(id)`, which walks every file loaded so far, once per file, so loading n files costs n²/2 compares. "+
-			"Suggested fix: keep a reverse map from workload id to file path beside `idOf`, so the check is one lookup.", scan)
-	}
 	if t := p.top(); t != "" {
 		return fmt.Sprintf("The profile's heaviest envlet function during the start is `%s` (%.0f%% inclusive).", t, p.funcs[0].incl)
 	}
