@@ -4,48 +4,48 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/envlet/envlet/agent/api"
+	"github.com/envlet/envlet/agent/wire"
 )
 
-// Codes are the stable error codes of DESIGN §1, returned by the admin API,
-// printed by the CLI and sent to launchers. A message beside a code is for
-// people and never holds a value.
+// Codes are the stable error codes of docs/design.md §1, returned by the
+// admin API, printed by the CLI and sent to launchers. They are declared once,
+// in agent/api (the admin API's contract) and agent/wire (what a workload
+// sees); these names are the agent's short spellings of them.
 const (
-	CodeInvalidName    = "ENV_VAR_INVALID_NAME"
-	CodeReservedName   = "ENV_VAR_RESERVED_NAME"
-	CodeInvalidValue   = "ENV_VAR_INVALID_VALUE"
-	CodeLimitExceeded  = "ENV_VAR_LIMIT_EXCEEDED"
-	CodeAlreadyExists  = "ENV_VAR_ALREADY_EXISTS"
-	CodeNotFound       = "ENV_VAR_NOT_FOUND"
-	CodeSecretTooLarge = "SECRET_TOO_LARGE"
-	CodeDenied         = "PERMISSION_DENIED"
+	CodeInvalidName    = api.CodeInvalidName
+	CodeReservedName   = api.CodeReservedName
+	CodeInvalidValue   = api.CodeInvalidValue
+	CodeLimitExceeded  = api.CodeLimitExceeded
+	CodeAlreadyExists  = api.CodeAlreadyExists
+	CodeNotFound       = api.CodeNotFound
+	CodeSecretTooLarge = api.CodeSecretTooLarge
+	CodeDenied         = api.CodeDenied
 
-	CodeInvalidRequest   = "INVALID_REQUEST"
-	CodeProjectNotFound  = "PROJECT_NOT_FOUND"
-	CodeProjectExists    = "PROJECT_ALREADY_EXISTS"
-	CodeWorkloadNotFound = "WORKLOAD_NOT_FOUND"
-	CodeWorkloadExists   = "WORKLOAD_ALREADY_EXISTS"
-	CodeGroupNotFound    = "GROUP_NOT_FOUND"
-	CodeGroupExists      = "GROUP_ALREADY_EXISTS"
-	CodeNotFoundGeneric  = "NOT_FOUND"
-	CodeUnavailable      = "BACKEND_UNAVAILABLE"
-	CodeInternal         = "INTERNAL"
-	CodeBusy             = "BUSY" // request bodies in flight hold all the memory allowed them (wipe.go)
+	CodeInvalidRequest   = api.CodeInvalidRequest
+	CodeProjectNotFound  = api.CodeProjectNotFound
+	CodeProjectExists    = api.CodeProjectExists
+	CodeWorkloadNotFound = api.CodeWorkloadNotFound
+	CodeWorkloadExists   = api.CodeWorkloadExists
+	CodeGroupNotFound    = api.CodeGroupNotFound
+	CodeGroupExists      = api.CodeGroupExists
+	CodeNotFoundGeneric  = api.CodeNotFoundGeneric
+	CodeUnavailable      = api.CodeUnavailable
+	CodeInternal         = api.CodeInternal
+	CodeBusy             = api.CodeBusy // request bodies in flight hold all the memory allowed them (wipe.go)
 
 	// Workload socket refusals.
-	CodeWorkloadUnknown   = "WORKLOAD_UNKNOWN"
-	CodeWorkloadAmbiguous = "WORKLOAD_AMBIGUOUS"
-	CodeBadRequest        = "BAD_REQUEST"
-	CodeUnsupported       = "UNSUPPORTED"
-	CodeWatchLimit        = "WATCH_LIMIT_EXCEEDED"
+	CodeWorkloadUnknown   = wire.CodeWorkloadUnknown
+	CodeWorkloadAmbiguous = wire.CodeWorkloadAmbiguous
+	CodeBadRequest        = wire.CodeBadRequest
+	CodeUnsupported       = wire.CodeUnsupported
+	CodeWatchLimit        = wire.CodeWatchLimit
 )
 
-// Error is an error with a stable code. Message must never contain a value.
-type Error struct {
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+// Error is an error with a stable code (api.Error). Message must never
+// contain a value.
+type Error = api.Error
 
 func errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}

@@ -22,7 +22,7 @@ const requestTimeout = 5 * time.Second
 
 // CodeTooManyConnections: the peer's uid, or everyone together, holds as
 // many connections as the agent allows (max_conns_per_uid, max_conns).
-const CodeTooManyConnections = "TOO_MANY_CONNECTIONS"
+const CodeTooManyConnections = wire.CodeTooManyConnections
 
 // serveWorkloads answers the workload protocol (agent/wire): one request per
 // connection, the peer identified by the kernel. Until its request is in, a

@@ -59,7 +59,7 @@ func (c client) open(req wire.Request) (int, wire.Type, []byte, *failure) {
 // openOnce is one attempt of open.
 func openOnce(socket string, timeout time.Duration, req wire.Request) (int, wire.Type, []byte, *failure) {
 	unreachable := func(action string, err error) *failure {
-		return &failure{code: "AGENT_UNREACHABLE", msg: action + " " + socket + ": " + sysText(err, timeout), exit: exitFailure}
+		return &failure{code: codeAgentUnreachable, msg: action + " " + socket + ": " + sysText(err, timeout), exit: exitFailure}
 	}
 	fd, err := dial(socket, timeout)
 	if err != nil {
@@ -91,7 +91,7 @@ func openOnce(socket string, timeout time.Duration, req wire.Request) (int, wire
 		return fail(badReply(err.Error()))
 	case typ == wire.TypeError:
 		f := refused(payload)
-		f.transient = f.code == "TOO_MANY_CONNECTIONS" || f.code == "BUSY"
+		f.transient = wire.Transient(f.code)
 		return fail(f)
 	}
 	return fd, typ, payload, nil

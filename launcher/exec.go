@@ -91,7 +91,7 @@ func execProgram(argv []string, env []string) *failure {
 func findAndRun(argv []string, env []string, run func(path string) error) *failure {
 	prog := argv[0]
 	if prog == "" {
-		return &failure{code: "NOT_FOUND", msg: "empty PROGRAM name", exit: exitNotFound}
+		return &failure{code: codeNotFound, msg: "empty PROGRAM name", exit: exitNotFound}
 	}
 	if strings.Contains(prog, "/") {
 		if err := run(prog); err != nil {
@@ -129,14 +129,14 @@ func findAndRun(argv []string, env []string, run func(path string) error) *failu
 	if denied != nil {
 		return execFailure(prog, denied)
 	}
-	return &failure{code: "NOT_FOUND", msg: prog + ": not found on PATH", exit: exitNotFound}
+	return &failure{code: codeNotFound, msg: prog + ": not found on PATH", exit: exitNotFound}
 }
 
 // execFailure maps an exec error to the exit code of env(1): 127 when the
 // file (or its interpreter) does not exist, 126 for anything else.
 func execFailure(prog string, err error) *failure {
 	if err == unix.ENOENT {
-		return &failure{code: "NOT_FOUND", msg: prog + ": " + err.Error(), exit: exitNotFound}
+		return &failure{code: codeNotFound, msg: prog + ": " + err.Error(), exit: exitNotFound}
 	}
-	return &failure{code: "NOT_EXECUTABLE", msg: prog + ": " + err.Error(), exit: exitCannotRun}
+	return &failure{code: codeNotExecutable, msg: prog + ": " + err.Error(), exit: exitCannotRun}
 }

@@ -347,7 +347,7 @@ func readToken(path string) ([]byte, *failure) {
 		return nil, nil
 	}
 	fail := func(msg string) *failure {
-		return &failure{code: "TOKEN_FILE", msg: "read token file " + path + ": " + msg, exit: exitFailure}
+		return &failure{code: codeTokenFile, msg: "read token file " + path + ": " + msg, exit: exitFailure}
 	}
 	file, err := os.Open(path)
 	if err != nil {
@@ -385,7 +385,7 @@ func errnoText(err error) string {
 }
 
 func badReply(msg string) *failure {
-	return &failure{code: "BAD_REPLY", msg: msg, exit: exitFailure}
+	return &failure{code: codeBadReply, msg: msg, exit: exitFailure}
 }
 
 // refused turns an Error frame into the agent's own code and message.
@@ -422,7 +422,7 @@ func printSecret(typ wire.Type, payload []byte) *failure {
 		return badReply(err.Error())
 	}
 	if _, err := os.Stdout.Write(value); err != nil {
-		return &failure{code: "OUTPUT", msg: "write secret to stdout: " + errnoText(err), exit: exitFailure}
+		return &failure{code: codeOutput, msg: "write secret to stdout: " + errnoText(err), exit: exitFailure}
 	}
 	return nil
 }

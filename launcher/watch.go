@@ -37,7 +37,7 @@ func (w *watcher) open() (int, []string, uint64, *failure) {
 	if f == nil && w.c.timeout > 0 {
 		var none unix.Timeval
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &none); err != nil {
-			f = &failure{code: "AGENT_UNREACHABLE", msg: "set up the watch connection: " + err.Error(), exit: exitFailure}
+			f = &failure{code: codeAgentUnreachable, msg: "set up the watch connection: " + err.Error(), exit: exitFailure}
 		}
 	}
 	if f != nil {
@@ -75,9 +75,9 @@ func (w *watcher) follow(fd int, events chan<- event) *failure {
 		typ, payload, err := wire.ReadFrame(r, buf)
 		switch {
 		case err == io.EOF:
-			return &failure{code: "AGENT_UNREACHABLE", msg: "the agent closed the watch connection", exit: exitFailure}
+			return &failure{code: codeAgentUnreachable, msg: "the agent closed the watch connection", exit: exitFailure}
 		case r.err != nil:
-			return &failure{code: "AGENT_UNREACHABLE", msg: "read the watch connection: " + r.err.Error(), exit: exitFailure}
+			return &failure{code: codeAgentUnreachable, msg: "read the watch connection: " + r.err.Error(), exit: exitFailure}
 		case err != nil:
 			return badReply(err.Error())
 		case typ == wire.TypeError:

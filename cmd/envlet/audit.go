@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/spf13/cobra"
 )
 
@@ -41,10 +42,8 @@ Admins only; the agent audits the request (without the value).`,
 				}
 				value = v
 			}
-			var reply struct {
-				HMAC string `json:"hmac"`
-			}
-			if _, err := a.client().call(cmd.Context(), http.MethodPost, "/v1/audit/hmac", nil, map[string]string{"value": value}, &reply); err != nil {
+			var reply api.HMACReply
+			if _, err := a.client().call(cmd.Context(), http.MethodPost, "/v1/audit/hmac", nil, api.HMACRequest{Value: value}, &reply); err != nil {
 				return err
 			}
 			return writeString(a.stdout, reply.HMAC+"\n")

@@ -656,7 +656,7 @@ func TestReplyErrors(t *testing.T) {
 			name: "WrongShape", args: []string{"env", "list"},
 			reply:  `{"name":"X"}`,
 			want:   stubRequest{Method: "GET", Path: "/v1/users/me/env"},
-			errOut: "envlet: BAD_REPLY: decode reply to GET /v1/users/me/env: reply is not a []main.variable\n", code: 1,
+			errOut: "envlet: BAD_REPLY: decode reply to GET /v1/users/me/env: reply is not a []api.Variable\n", code: 1,
 		},
 	})
 }

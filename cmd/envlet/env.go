@@ -9,15 +9,9 @@ import (
 	"net/url"
 	"os"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/spf13/cobra"
 )
-
-// varBody is the request body of create, set and update.
-type varBody struct {
-	Value      *string `json:"value,omitempty"` // a pointer: "" is a value (it clears the name)
-	FromSecret string  `json:"from_secret,omitempty"`
-	Secret     *bool   `json:"secret,omitempty"` // sent only when --secret is given, so set/update keep the flag otherwise
-}
 
 // valueFlags are the flags of every command that writes a value.
 type valueFlags struct {
@@ -113,7 +107,7 @@ func (a *app) envCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				var v variable
+				var v api.Variable
 				raw, err := a.client().call(cmd.Context(), http.MethodGet, p, revealQuery(reveal), nil, &v)
 				var ae *apiError
 				if errors.As(err, &ae) && ae.Code == codeNotFound {
@@ -157,9 +151,7 @@ func (a *app) envCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var reply struct {
-				Deleted int64 `json:"deleted"`
-			}
+			var reply api.DeleteAllReply
 			if _, err := a.client().call(cmd.Context(), http.MethodDelete, p, nil, nil, &reply); err != nil {
 				return err
 			}
@@ -201,7 +193,7 @@ func (a *app) writeVarCmd(use, short, method string, names int, path func(args [
 			if err != nil {
 				return err
 			}
-			_, err = a.client().call(cmd.Context(), method, p, nil, varBody{Value: v, Secret: f.secretFlag(cmd)}, nil)
+			_, err = a.client().call(cmd.Context(), method, p, nil, api.VariableWrite{Value: v, Secret: f.secretFlag(cmd)}, nil)
 			return err
 		},
 	}
@@ -223,7 +215,7 @@ func (a *app) setVarCmd(use, short, fromSecretUsage string, names int, path func
 			if err != nil {
 				return err
 			}
-			body := varBody{Value: v, Secret: f.secretFlag(cmd)}
+			body := api.VariableWrite{Value: v, Secret: f.secretFlag(cmd)}
 			switch {
 			case cmd.Flags().Changed("from-secret") && v != nil:
 				return usagef(cmd, "give one of VALUE, --value-stdin or --from-secret")
@@ -261,7 +253,7 @@ func (a *app) listVarsCmd(use, short string, names int, path func(args []string)
 			if err != nil {
 				return err
 			}
-			var vars []variable
+			var vars []api.Variable
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, revealQuery(reveal), nil, &vars)
 			if err != nil {
 				return err

@@ -4,16 +4,9 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/spf13/cobra"
 )
-
-// varGroup is a variable group as the API returns it.
-type varGroup struct {
-	Name      string     `json:"name"`
-	Projects  []string   `json:"projects"`
-	Count     int        `json:"count"`
-	Variables []variable `json:"variables"`
-}
 
 func (a *app) groupCmd() *cobra.Command {
 	cmd := group("group", "Manage organization variable groups (admins)")
@@ -30,7 +23,7 @@ func (a *app) groupCmd() *cobra.Command {
 			}
 			return "/v1/groups", nil
 		},
-		func(args []string) any { return map[string]string{"name": args[0]} })
+		func(args []string) any { return api.GroupCreate{Name: args[0]} })
 
 	varPath := func(args []string) (string, error) {
 		return apiPath("/v1/groups/%s/env/%s", "group", args[0], "NAME", args[1])
@@ -60,7 +53,7 @@ func (a *app) groupCmd() *cobra.Command {
 				}
 				return p, nil
 			},
-			func(args []string) any { return map[string][]string{"projects": args[1:]} })
+			func(args []string) any { return api.GroupProjects{Projects: args[1:]} })
 	}
 
 	var listJSON bool
@@ -69,7 +62,7 @@ func (a *app) groupCmd() *cobra.Command {
 		Short: "List variable groups (admins: all; others: those of their projects)",
 		Args:  nArgs(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var gs []varGroup
+			var gs []api.Group
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, "/v1/groups", nil, nil, &gs)
 			if err != nil {
 				return err
@@ -96,7 +89,7 @@ func (a *app) groupCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var g varGroup
+			var g api.Group
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, revealQuery(reveal), nil, &g)
 			if err != nil {
 				return err

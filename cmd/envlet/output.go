@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/envlet/envlet/agent/api"
 	"io"
 	"slices"
 	"strconv"
@@ -11,15 +12,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 )
-
-// variable is a variable as the API returns it (docs/admin-api.md).
-type variable struct {
-	Name       string `json:"name"`
-	Value      string `json:"value"`
-	Secret     bool   `json:"secret"`
-	Masked     bool   `json:"masked"`
-	FromSecret string `json:"from_secret"`
-}
 
 // printJSON writes a reply for --json: the agent's JSON, indented, every
 // field kept.
@@ -43,7 +35,7 @@ func writeString(w io.Writer, s string) error { return write(w, []byte(s)) }
 
 // printVars prints NAME=VALUE lines, values as the agent sent them
 // (masked unless revealed).
-func printVars(w io.Writer, vars []variable) error {
+func printVars(w io.Writer, vars []api.Variable) error {
 	var b strings.Builder
 	for _, v := range vars {
 		b.WriteString(v.Name + "=" + display(v.Value) + "\n")

@@ -3,16 +3,9 @@ package main
 import (
 	"net/http"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/spf13/cobra"
 )
-
-// project is a project as the API returns it.
-type project struct {
-	Name    string   `json:"name"`
-	Owners  []string `json:"owners"`
-	Members []string `json:"members"`
-	Groups  []string `json:"groups"`
-}
 
 func (a *app) projectCmd() *cobra.Command {
 	cmd := group("project", "Manage projects, their members, variables and groups")
@@ -29,7 +22,7 @@ func (a *app) projectCmd() *cobra.Command {
 			}
 			return "/v1/projects", nil
 		},
-		func(args []string) any { return map[string]string{"name": args[0]} })
+		func(args []string) any { return api.ProjectCreate{Name: args[0]} })
 
 	var listJSON bool
 	list := &cobra.Command{
@@ -37,7 +30,7 @@ func (a *app) projectCmd() *cobra.Command {
 		Short: "List projects",
 		Args:  nArgs(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ps []project
+			var ps []api.Project
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, "/v1/projects", nil, nil, &ps)
 			if err != nil {
 				return err
@@ -64,7 +57,7 @@ func (a *app) projectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p project
+			var p api.Project
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, path, nil, nil, &p)
 			if err != nil {
 				return err
@@ -100,10 +93,7 @@ func (a *app) projectCmd() *cobra.Command {
 			return apiPath("/v1/projects/%s/members", "project", args[0])
 		},
 		func(args []string) any {
-			return struct {
-				User  string `json:"user"`
-				Owner bool   `json:"owner,omitempty"`
-			}{User: args[1], Owner: owner}
+			return api.MemberAdd{User: args[1], Owner: owner}
 		})
 	addMember.Flags().BoolVar(&owner, "owner", false, "make the user an owner of the project")
 
@@ -123,7 +113,7 @@ func (a *app) projectCmd() *cobra.Command {
 		func(args []string) (string, error) { return apiPath("/v1/projects/%s/groups", "project", args[0]) },
 		func(args []string) any {
 			g := append([]string{}, args[1:]...) // [] rather than null when clearing
-			return map[string][]string{"groups": g}
+			return api.ProjectGroups{Groups: g}
 		})
 
 	cmd.AddCommand(create, list, show, del, addMember, removeMember, a.projectEnvCmd(), groups)

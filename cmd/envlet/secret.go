@@ -7,28 +7,14 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/spf13/cobra"
 )
-
-// secret is a secret as the API returns it; list replies have no value.
-type secret struct {
-	Name   string  `json:"name"`
-	Kind   string  `json:"kind"`
-	Size   int     `json:"size"`
-	Value  *string `json:"value"`
-	Masked bool    `json:"masked"`
-}
 
 // maxSecretFile bounds what --file reads: the agent takes at most 9000
 // base64 characters (6750 bytes), so a file much larger is refused here
 // without sending it.
 const maxSecretFile = 1 << 20
-
-// secretBody is the request body of a secret write.
-type secretBody struct {
-	Value string `json:"value"`
-	File  bool   `json:"file,omitempty"`
-}
 
 func (a *app) secretCmd() *cobra.Command {
 	cmd := group("secret", "Manage secrets: your private ones, or --project P's")
@@ -77,7 +63,7 @@ is at most 9000 characters, so a file secret holds at most 6750 bytes.`,
 				if given != 1 {
 					return usagef(cmd, "give exactly one of VALUE, --value-stdin or --file")
 				}
-				body := secretBody{}
+				body := api.SecretWrite{}
 				switch {
 				case len(args) > 1:
 					body.Value = args[1]
@@ -122,7 +108,7 @@ reveal is audited.`,
 			if err != nil {
 				return err
 			}
-			var s secret
+			var s api.Secret
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, revealQuery(reveal || decodeBytes), nil, &s)
 			var ae *apiError
 			if errors.As(err, &ae) && ae.Code == codeNotFound {
@@ -173,7 +159,7 @@ reveal is audited.`,
 			if err != nil {
 				return err
 			}
-			var ss []secret
+			var ss []api.Secret
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, nil, nil, &ss)
 			if err != nil {
 				return err

@@ -6,19 +6,9 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/spf13/cobra"
 )
-
-// workload is a registration as `GET /v1/workloads` lists it.
-type workload struct {
-	ID        string      `json:"id"`
-	User      string      `json:"user"`
-	Project   string      `json:"project"`
-	Source    string      `json:"source"`
-	TokenFile string      `json:"token_file"`
-	Revision  json.Number `json:"revision"`
-	Stale     bool        `json:"stale"`
-}
 
 func (a *app) workloadCmd() *cobra.Command {
 	cmd := group("workload", "Register, list and delete workloads")
@@ -34,10 +24,7 @@ as is to the agent, the same document as in workloads.d/*.json.`,
 			if err != nil {
 				return err
 			}
-			var reply struct {
-				ID        string `json:"id"`
-				TokenFile string `json:"token_file"`
-			}
+			var reply api.Registered
 			data, err := a.client().do(cmd.Context(), http.MethodPost, "/v1/workloads", nil, doc)
 			if err != nil {
 				return err
@@ -59,7 +46,7 @@ as is to the agent, the same document as in workloads.d/*.json.`,
 		Short: "List registered workloads",
 		Args:  nArgs(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ws []workload
+			var ws []api.Workload
 			raw, err := a.client().call(cmd.Context(), http.MethodGet, "/v1/workloads", nil, nil, &ws)
 			if err != nil {
 				return err
@@ -73,11 +60,7 @@ as is to the agent, the same document as in workloads.d/*.json.`,
 				if tf == "" {
 					tf = "-"
 				}
-				rev := w.Revision.String()
-				if rev == "" {
-					rev = "-"
-				}
-				t.row(w.ID, w.User, w.Project, w.Source, rev, strconv.FormatBool(w.Stale), tf)
+				t.row(w.ID, w.User, w.Project, w.Source, strconv.FormatInt(w.Revision, 10), strconv.FormatBool(w.Stale), tf)
 			}
 			return t.flush()
 		},

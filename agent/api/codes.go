@@ -1,0 +1,43 @@
+package api
+
+import "github.com/envlet/envlet/agent/wire"
+
+// The stable error codes of the admin API (docs/design.md §1). An error
+// reply carries one of them; the HTTP status that goes with each is listed
+// in docs/admin-api.md. Those a workload can also see come from agent/wire.
+const (
+	CodeInvalidName    = wire.CodeInvalidName    // 400: not a valid variable (or secret) name
+	CodeReservedName   = "ENV_VAR_RESERVED_NAME" // 400: a name the agent keeps for itself
+	CodeInvalidValue   = "ENV_VAR_INVALID_VALUE" // 400: a value with a NUL byte, bad base64, …
+	CodeLimitExceeded  = "ENV_VAR_LIMIT_EXCEEDED"
+	CodeAlreadyExists  = "ENV_VAR_ALREADY_EXISTS" // 409
+	CodeNotFound       = wire.CodeNotFound        // 404: no such variable or secret
+	CodeSecretTooLarge = "SECRET_TOO_LARGE"       // 400
+	CodeDenied         = wire.CodeDenied          // 403
+
+	CodeInvalidRequest   = "INVALID_REQUEST" // 400: a body or query the agent cannot use
+	CodeProjectNotFound  = "PROJECT_NOT_FOUND"
+	CodeProjectExists    = "PROJECT_ALREADY_EXISTS"
+	CodeWorkloadNotFound = "WORKLOAD_NOT_FOUND"
+	CodeWorkloadExists   = "WORKLOAD_ALREADY_EXISTS"
+	CodeGroupNotFound    = "GROUP_NOT_FOUND"
+	CodeGroupExists      = "GROUP_ALREADY_EXISTS"
+	CodeNotFoundGeneric  = "NOT_FOUND"
+	CodeUnavailable      = wire.CodeUnavailable // 503: the store cannot be read or written
+	CodeInternal         = wire.CodeInternal    // 500
+	CodeBusy             = wire.CodeBusy        // 503: request bodies in flight hold all the memory allowed them; retry
+
+	// CodeTooManyConnections (503) refuses a connection before any request
+	// is read: the caller's uid or the socket holds as many as allowed.
+	CodeTooManyConnections = wire.CodeTooManyConnections
+)
+
+// Codes a client produces itself, never the agent: a caller of package
+// client branches on them like on the agent's.
+const (
+	// CodeAgentUnavailable: the socket cannot be reached, or the
+	// connection broke before a whole reply arrived.
+	CodeAgentUnavailable = "AGENT_UNAVAILABLE"
+	// CodeBadReply: the agent answered something the client cannot read.
+	CodeBadReply = "BAD_REPLY"
+)

@@ -1,0 +1,204 @@
+package api
+
+// MaxBody is the agent's limit on a request body: a larger one is refused
+// with CodeInvalidRequest before it is read whole.
+const MaxBody = 1 << 20
+
+// MaskText stands in for a value that is masked in a reply.
+const MaskText = "********"
+
+// Whoami is the reply of GET /v1/whoami: who the agent takes the caller for.
+type Whoami struct {
+	User  string `json:"user"`
+	UID   uint32 `json:"uid"`
+	Admin bool   `json:"admin"`
+}
+
+// Status is the reply of GET /v1/status. Fields a backend does not have are
+// left out; StaleSeconds is 0 while connected and -1 when the data was never
+// known current.
+type Status struct {
+	Backend         string `json:"backend"`
+	Revision        int64  `json:"revision"`
+	Connected       bool   `json:"connected"`
+	StaleSeconds    int64  `json:"stale_seconds"`
+	Users           int    `json:"users"`
+	Projects        int    `json:"projects"`
+	Variables       int    `json:"variables"`
+	Groups          int    `json:"groups"`
+	Secrets         int    `json:"secrets"`
+	Workloads       int    `json:"workloads"`
+	UptimeSeconds   int64  `json:"uptime_seconds"`
+	MemoryLocked    bool   `json:"memory_locked"`
+	LockedBytes     int64  `json:"locked_bytes"`      // the values' locked memory
+	BodyLockedBytes int64  `json:"body_locked_bytes"` // admin request bodies and replies
+	// etcd only.
+	ServingSnapshot bool   `json:"serving_snapshot,omitempty"`
+	MissingKeys     string `json:"missing_keys,omitempty"`   // comma-separated key ids the key ring lacks
+	SnapshotError   string `json:"snapshot_error,omitempty"` // why the snapshot file cannot be written
+}
+
+// Variable is a variable in a reply. Value is MaskText and Masked true when
+// the value is masked (the secret flag, or a name containing key, token,
+// secret or password) and reveal was not asked for or not allowed. A
+// variable that takes its value from a secret names it in FromSecret and is
+// always masked: its value depends on the workload.
+type Variable struct {
+	Name       string `json:"name"`
+	Value      string `json:"value"`
+	Secret     bool   `json:"secret"`
+	Masked     bool   `json:"masked"`
+	FromSecret string `json:"from_secret,omitempty"`
+}
+
+// VariableWrite is the body of a variable write (POST create, PUT set,
+// PATCH update): Value or FromSecret. Value is a pointer because "" is a
+// value (it clears the name for the workload); Secret nil keeps the flag a
+// stored variable has.
+type VariableWrite struct {
+	Value      *string `json:"value,omitempty"`
+	FromSecret string  `json:"from_secret,omitempty"`
+	Secret     *bool   `json:"secret,omitempty"`
+}
+
+// DeleteAllReply is the reply of DELETE /v1/users/{user}/env.
+type DeleteAllReply struct {
+	Deleted int64 `json:"deleted"`
+}
+
+// Project is a project in a reply.
+type Project struct {
+	Name    string   `json:"name"`
+	Owners  []string `json:"owners"`
+	Members []string `json:"members"`
+	Groups  []string `json:"groups"` // in order, later wins
+}
+
+// ProjectCreate is the body of POST /v1/projects.
+type ProjectCreate struct {
+	Name string `json:"name"`
+}
+
+// MemberAdd is the body of POST /v1/projects/{p}/members.
+type MemberAdd struct {
+	User  string `json:"user"`
+	Owner bool   `json:"owner,omitempty"`
+}
+
+// ProjectGroups is the body of PUT /v1/projects/{p}/groups: the whole
+// order of the project's groups, later wins.
+type ProjectGroups struct {
+	Groups []string `json:"groups"`
+}
+
+// Group is a group in a reply; lists leave Variables out.
+type Group struct {
+	Name      string     `json:"name"`
+	Projects  []string   `json:"projects"`
+	Count     int        `json:"count"`
+	Variables []Variable `json:"variables,omitempty"`
+}
+
+// GroupCreate is the body of POST /v1/groups.
+type GroupCreate struct {
+	Name string `json:"name"`
+}
+
+// GroupProjects is the body of POST /v1/groups/{g}/assign and /unassign.
+type GroupProjects struct {
+	Projects []string `json:"projects"`
+}
+
+// Secret kinds.
+const (
+	SecretText = "text"
+	SecretFile = "file"
+)
+
+// Secret is a secret in a reply. Lists leave Value out; GET gives MaskText
+// and Masked unless reveal was asked for. Size counts the characters stored
+// (a file secret's: its base64).
+type Secret struct {
+	Name   string  `json:"name"`
+	Kind   string  `json:"kind"` // SecretText or SecretFile
+	Size   int     `json:"size"`
+	Value  *string `json:"value,omitempty"`
+	Masked bool    `json:"masked,omitempty"`
+}
+
+// SecretWrite is the body of a secret write. With File, Value is the
+// standard padded base64 (no line breaks) of the file's bytes.
+type SecretWrite struct {
+	Value string `json:"value"`
+	File  bool   `json:"file,omitempty"`
+}
+
+// HMACRequest is the body of POST /v1/audit/hmac.
+type HMACRequest struct {
+	Value string `json:"value"`
+}
+
+// HMACReply is its reply: the hex HMAC-SHA256 of the value under the audit
+// key, as the audit log records it.
+type HMACReply struct {
+	HMAC string `json:"hmac"`
+}
+
+// Match says which callers a registration matches (docs/design.md §4).
+type Match struct {
+	UID         *uint32 `json:"uid,omitempty"`
+	GID         *uint32 `json:"gid,omitempty"`
+	SystemdUnit string  `json:"systemd_unit,omitempty"`
+	Cgroup      string  `json:"cgroup,omitempty"`
+	ContainerID string  `json:"container_id,omitempty"`
+	Token       bool    `json:"token,omitempty"` // the agent issues a token file
+}
+
+// Registration is the body of POST /v1/workloads, the same document as a
+// workloads.d/*.json file.
+type Registration struct {
+	ID        string            `json:"id"`
+	User      string            `json:"user"`
+	Project   string            `json:"project"`
+	Match     Match             `json:"match"`
+	Runtime   map[string]string `json:"runtime,omitempty"`
+	Execution map[string]string `json:"execution,omitempty"`
+	Mount     bool              `json:"mount,omitempty"`
+}
+
+// Registered is the reply of POST /v1/workloads; TokenFile is set when the
+// agent issued a token.
+type Registered struct {
+	ID        string `json:"id"`
+	TokenFile string `json:"token_file,omitempty"`
+}
+
+// Workload is a registration as GET /v1/workloads lists it: no values, the
+// names of its runtime and execution variables only.
+type Workload struct {
+	ID          string   `json:"id"`
+	User        string   `json:"user"`
+	Project     string   `json:"project"`
+	Match       Match    `json:"match"`
+	Mount       bool     `json:"mount"`
+	Source      string   `json:"source"` // api, or the workloads.d file it came from
+	Path        string   `json:"path,omitempty"`
+	TokenFile   string   `json:"token_file,omitempty"`
+	Runtime     []string `json:"runtime"`
+	Execution   []string `json:"execution"`
+	Revision    int64    `json:"revision"`
+	EnvRevision int64    `json:"env_revision"`
+	Stale       bool     `json:"stale"`
+}
+
+// Explained is one name of GET /v1/explain's reply: where its value comes
+// from and which layers it overrides.
+type Explained struct {
+	Name      string   `json:"name"`
+	Value     string   `json:"value"`
+	Masked    bool     `json:"masked"`
+	Secret    bool     `json:"secret"`
+	Cleared   bool     `json:"cleared"` // an empty value clears the name
+	Layer     string   `json:"layer"`
+	Overrides []string `json:"overrides"`
+}
