@@ -26,13 +26,19 @@ type subject struct {
 	user   string   // the name the agent gives the uid
 }
 
-const (
-	ownerUID  = 4502
-	memberUID = 4503
-	otherUID  = 4504
-	devUID    = 4505
-	groupUID  = 4501
-)
+// authzUIDs are the uids of the authorization tests, none of them an
+// account on this machine (freeUIDs), so the agent names each by its number.
+type authzUIDs struct {
+	group, owner, member, other, dev uint32 // the subjects
+	memberWork, victim               uint32 // the member's workload; the victim's workload, who writes the victim's secret
+	spare1, spare2                   uint32 // workloads registered by rows
+}
+
+func newAuthzUIDs(t *testing.T) authzUIDs {
+	u := freeUIDs(t, 9)
+	return authzUIDs{group: u[0], owner: u[1], member: u[2], other: u[3], dev: u[4],
+		memberWork: u[5], victim: u[6], spare1: u[7], spare2: u[8]}
+}
 
 // adminGroupGID makes sure the envlet-admin group exists and returns its gid.
 func adminGroupGID(t *testing.T) uint32 {
@@ -78,13 +84,13 @@ func (a *agentProc) runSubject(s subject, stdin string, args ...string) result {
 	return r
 }
 
-// authzFixture: project fraud (owner 4502, member 4503), a victim user
+// authzFixture: project fraud (owner u.owner, member u.member), a victim user
 // with an account variable and a private secret, a group assigned to
 // fraud and one assigned nowhere, workloads of the member and the victim.
-func authzFixture(a *agentProc) {
+func authzFixture(a *agentProc, u authzUIDs) {
 	a.cli("project", "create", "fraud")
-	a.cli("project", "add-member", "--owner", "fraud", "4502")
-	a.cli("project", "add-member", "fraud", "4503")
+	a.cli("project", "add-member", "--owner", "fraud", uidName(u.owner))
+	a.cli("project", "add-member", "fraud", uidName(u.member))
 	a.cli("project", "env", "set", "fraud", "DB_PASSWORD", "canary-authz-pv")
 	a.cli("project", "env", "set", "fraud", "PLAIN", "plain")
 	a.cli("env", "set", "--user", "victim", "KEEP", "canary-authz-acct")
@@ -93,8 +99,8 @@ func authzFixture(a *agentProc) {
 	a.cli("group", "set", "base", "G_TOKEN", "canary-authz-g")
 	a.cli("group", "assign", "base", "fraud")
 	a.cli("secret", "create", "--project", "fraud", "PS", "canary-authz-ps")
-	a.register(map[string]any{"id": "wm", "user": "4503", "project": "fraud", "match": map[string]any{"uid": 4603}})
-	a.register(map[string]any{"id": "wv", "user": "victim", "project": "fraud", "match": map[string]any{"uid": 4604}})
+	a.register(map[string]any{"id": "wm", "user": uidName(u.member), "project": "fraud", "match": map[string]any{"uid": u.memberWork}})
+	a.register(map[string]any{"id": "wv", "user": "victim", "project": "fraud", "match": map[string]any{"uid": u.victim}})
 }
 
 // authzRow is one row of the README table.
@@ -108,7 +114,8 @@ type authzRow struct {
 	check func(s subject, r result) bool
 }
 
-func authzRows() []authzRow {
+func authzRows(u authzUIDs) []authzRow {
+	victim := uidName(u.victim)
 	args := func(a ...string) func(subject, string) []string {
 		return func(_ subject, tag string) []string {
 			out := make([]string, len(a))
@@ -201,11 +208,11 @@ func authzRows() []authzRow {
 		{row: "own private secrets: delete", allow: "admin owner member other",
 			setup: func(a *agentProc, s subject, tag string) { a.runSubject(s, "", "secret", "create", "D_"+tag, "v") },
 			args:  args("secret", "delete", "D_TAG")},
-		{row: "another user's private secrets: list", allow: "admin", args: args("secret", "list", "--user", "4604")},
-		{row: "another user's private secrets: reveal", allow: "admin", args: args("secret", "get", "--reveal", "--user", "4604", "VS"),
+		{row: "another user's private secrets: list", allow: "admin", args: args("secret", "list", "--user", victim)},
+		{row: "another user's private secrets: reveal", allow: "admin", args: args("secret", "get", "--reveal", "--user", victim, "VS"),
 			check: has("canary-authz-vs")},
-		{row: "another user's private secrets: write", allow: "", args: args("secret", "create", "--user", "4604", "W_TAG", "v")},
-		{row: "another user's private secrets: delete", allow: "", args: args("secret", "delete", "--user", "4604", "VS")},
+		{row: "another user's private secrets: write", allow: "", args: args("secret", "create", "--user", victim, "W_TAG", "v")},
+		{row: "another user's private secrets: delete", allow: "", args: args("secret", "delete", "--user", victim, "VS")},
 		{row: "project secrets: create", allow: "admin owner member", args: args("secret", "create", "--project", "fraud", "PS_TAG", "v")},
 		{row: "project secrets: list", allow: "admin owner member", args: args("secret", "list", "--project", "fraud"), check: has("PS")},
 		{row: "project secrets: reveal", allow: "admin owner member", args: args("secret", "get", "--reveal", "--project", "fraud", "PS"),
@@ -215,10 +222,10 @@ func authzRows() []authzRow {
 
 		// Workloads.
 		{row: "register a workload", allow: "admin", args: args("workload", "register", "-"),
-			stdin: `{"id":"wr_TAG","user":"x","project":"fraud","match":{"uid":4999}}`},
+			stdin: fmt.Sprintf(`{"id":"wr_TAG","user":"x","project":"fraud","match":{"uid":%d}}`, u.spare1)},
 		{row: "delete a workload", allow: "admin",
 			setup: func(a *agentProc, s subject, tag string) {
-				a.register(map[string]any{"id": "wd_" + tag, "user": "x", "project": "fraud", "match": map[string]any{"uid": 4998}})
+				a.register(map[string]any{"id": "wd_" + tag, "user": "x", "project": "fraud", "match": map[string]any{"uid": u.spare2}})
 			},
 			args: args("workload", "delete", "wd_TAG")},
 		{row: "list workloads", allow: "admin owner member other", args: args("workload", "list"),
@@ -246,8 +253,8 @@ func authzRows() []authzRow {
 	}
 }
 
-func runAuthz(t *testing.T, a *agentProc, subjects []subject) {
-	for i, row := range authzRows() {
+func runAuthz(t *testing.T, a *agentProc, u authzUIDs, subjects []subject) {
+	for i, row := range authzRows(u) {
 		for _, s := range subjects {
 			t.Run(strings.ReplaceAll(row.row, " ", "_")+"/"+s.label, func(t *testing.T) {
 				a.t = t
@@ -282,19 +289,20 @@ func runAuthz(t *testing.T, a *agentProc, subjects []subject) {
 
 func TestAuthorization(t *testing.T) {
 	gid := adminGroupGID(t)
+	u := newAuthzUIDs(t)
 	a := startAgent(t, "")
-	authzFixture(a)
-	// The victim's private secret, written by the victim (uid 4604).
-	if r := a.cliAs(4604, "secret", "create", "VS", "canary-authz-vs"); r.code != 0 {
+	authzFixture(a, u)
+	// The victim's private secret, written by the victim.
+	if r := a.cliAs(u.victim, "secret", "create", "VS", "canary-authz-vs"); r.code != 0 {
 		t.Fatal(r)
 	}
 	top := t
-	runAuthz(t, a, []subject{
+	runAuthz(t, a, u, []subject{
 		{role: "admin", label: "root", uid: 0, user: "root"},
-		{role: "admin", label: "envlet-admin", uid: groupUID, groups: []uint32{gid}, user: "4501"},
-		{role: "owner", label: "owner", uid: ownerUID, user: "4502"},
-		{role: "member", label: "member", uid: memberUID, user: "4503"},
-		{role: "other", label: "other", uid: otherUID, user: "4504"},
+		{role: "admin", label: "envlet-admin", uid: u.group, groups: []uint32{gid}, user: uidName(u.group)},
+		{role: "owner", label: "owner", uid: u.owner, user: uidName(u.owner)},
+		{role: "member", label: "member", uid: u.member, user: uidName(u.member)},
+		{role: "other", label: "other", uid: u.other, user: uidName(u.other)},
 	})
 	a.t = top
 	a.noCanary("canary-authz-")
@@ -303,15 +311,16 @@ func TestAuthorization(t *testing.T) {
 // TestAuthorizationDev: the user who started envletd -dev is an admin for
 // every row.
 func TestAuthorizationDev(t *testing.T) {
-	a := startDevAgent(t, devUID)
-	authzFixture(a)
-	if r := a.cliAs(4604, "secret", "create", "VS", "canary-authz-vs"); r.code != 0 {
+	u := newAuthzUIDs(t)
+	a := startDevAgent(t, u.dev)
+	authzFixture(a, u)
+	if r := a.cliAs(u.victim, "secret", "create", "VS", "canary-authz-vs"); r.code != 0 {
 		t.Fatal(r)
 	}
 	top := t
-	runAuthz(t, a, []subject{
-		{role: "admin", label: "dev-starter", uid: devUID, user: "4505"},
-		{role: "other", label: "other", uid: otherUID, user: "4504"},
+	runAuthz(t, a, u, []subject{
+		{role: "admin", label: "dev-starter", uid: u.dev, user: uidName(u.dev)},
+		{role: "other", label: "other", uid: u.other, user: uidName(u.other)},
 	})
 	a.t = top
 	a.noCanary("canary-authz-")
