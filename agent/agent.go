@@ -114,6 +114,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.audit.log = a.log // before any record: a failed write is reported there
+	// logrotate's postrotate; set up before READY, like SIGHUP.
+	a.audit.reopenOnSignal(unix.SIGUSR1)
 	defer a.audit.Close()
 	if g, err := user.LookupGroup(a.cfg.AdminGroup); err == nil {
 		a.adminGID, _ = strconv.Atoi(g.Gid)

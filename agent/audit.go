@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"time"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/envlet/envlet/agent/wire"
 	"github.com/envlet/envlet/cache"
+	"github.com/envlet/envlet/fetch"
 )
 
 // auditLog writes one JSON line per event: who changed which name in which
@@ -36,6 +39,8 @@ import (
 // admin change or a refusal is in the file by the time the caller hears
 // of it. Close writes what is queued.
 type auditLog struct {
+	path    string
+	fileMu  sync.Mutex // held while f is written, and while reopen swaps it
 	f       *os.File
 	key     *cache.Buf // the audit key, in locked memory
 	journal bool       // also send each line to journald
@@ -50,7 +55,8 @@ type auditLog struct {
 
 	served servedHMACs // the "hmacs" of recent serves, by workload and env revision
 
-	closeOnce sync.Once
+	closeOnce  sync.Once
+	stopSignal func() // ends reopenOnSignal
 }
 
 // keyed returns the audit log's HMAC, reset, with macMu held; the caller
@@ -78,6 +84,7 @@ type auditRecord struct {
 	Name       string            `json:"name,omitempty"`
 	Workload   string            `json:"workload,omitempty"`
 	Revision   int64             `json:"revision,omitempty"`
+	Lost       int64             `json:"lost,omitempty"`        // audit-lost: records that could not be written
 	FromSecret string            `json:"from_secret,omitempty"` // a variable written to take its value from this secret
 	HMAC       string            `json:"hmac,omitempty"`        // of the value written
 	HMACs      map[string]string `json:"hmacs,omitempty"`       // name -> HMAC of each value served
@@ -95,16 +102,12 @@ func openAudit(path, keyPath string, pool *cache.Pool) (*auditLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &auditLog{key: key, journal: journal.Enabled()}
+	l := &auditLog{path: path, key: key, journal: journal.Enabled()}
 	if path != "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			key.Free()
-			return nil, fmt.Errorf("create audit dir: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		f, err := openAuditFile(path)
 		if err != nil {
 			key.Free()
-			return nil, fmt.Errorf("open audit log: %w", err)
+			return nil, err
 		}
 		l.f = f
 	}
@@ -112,6 +115,57 @@ func openAudit(path, keyPath string, pool *cache.Pool) (*auditLog, error) {
 		l.q = newAuditQueue(l)
 	}
 	return l, nil
+}
+
+// openAuditFile opens (creating it, and its directory, when missing) the
+// audit log for appending.
+func openAuditFile(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create audit dir: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	return f, nil
+}
+
+// append writes b, whole lines, to the end of the file. A write that
+// fails (ENOSPC after part of it, say) is cut back off, so the file never
+// holds half a record and the next write starts on a line of its own.
+// fileMu is held.
+func (l *auditLog) append(b []byte) error {
+	fi, err := l.f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := l.f.Write(b); err != nil { // os.File.Write writes it all or says why not
+		l.f.Truncate(fi.Size())
+		return err
+	}
+	return nil
+}
+
+// reopen opens the audit log's path again and writes every later record
+// there: after logrotate has renamed the file (SIGUSR1). The swap happens
+// between two batches, so each record is whole in exactly one of the two
+// files. If the path cannot be opened the agent keeps the file it has.
+func (l *auditLog) reopen() error {
+	if l == nil || l.path == "" {
+		return nil
+	}
+	f, err := openAuditFile(l.path)
+	if err != nil {
+		return err
+	}
+	l.fileMu.Lock()
+	old := l.f
+	l.f = f
+	l.fileMu.Unlock()
+	if old != nil {
+		return old.Close()
+	}
+	return nil
 }
 
 // loadAuditKey reads the 32-byte audit key, or creates it (mode 0600) when
@@ -221,11 +275,12 @@ func (l *auditLog) sums(entries []wire.Entry) map[string]string {
 }
 
 // write records r, with the peer's credentials and user name when given.
-// A serve record is queued; any other returns once the line is written
-// (or the write failed). Without a file or journal it does nothing.
-func (l *auditLog) write(r auditRecord, p *peer, who string) {
+// A serve record is queued (nil); any other returns once the line is
+// written, with the file's error when it could not be (a full or
+// read-only disk). Without a file or journal it does nothing.
+func (l *auditLog) write(r auditRecord, p *peer, who string) error {
 	if l == nil || l.q == nil {
-		return
+		return nil
 	}
 	r.Time = time.Now().UTC().Format(time.RFC3339Nano)
 	if p != nil {
@@ -238,11 +293,12 @@ func (l *auditLog) write(r auditRecord, p *peer, who string) {
 	lb := lineBufs.Get().(*[]byte)
 	b := appendAuditJSON((*lb)[:0], &r)
 	b = append(b, '\n')
-	l.q.put(b, r.Action, r.Action != "serve")
+	err := l.q.put(b, r.Action, r.Action != "serve")
 	if cap(b) <= maxPooledLine {
 		*lb = b
 		lineBufs.Put(lb)
 	}
+	return err
 }
 
 // lineBufs holds the buffers records are encoded into before they are
@@ -259,13 +315,106 @@ func (l *auditLog) Close() error {
 	}
 	var err error
 	l.closeOnce.Do(func() {
+		if l.stopSignal != nil {
+			l.stopSignal()
+		}
 		if l.q != nil {
 			l.q.close()
 		}
 		l.key.Free()
+		l.fileMu.Lock()
+		defer l.fileMu.Unlock()
 		if l.f != nil {
 			err = l.f.Close()
 		}
 	})
 	return err
+}
+
+// reopenOnSignal reopens the log on each sig (SIGUSR1: logrotate's
+// postrotate) until Close. It is set up before the agent says READY, so
+// the signal never meets its default action, which would end the agent.
+func (l *auditLog) reopenOnSignal(sig os.Signal) {
+	if l == nil || l.path == "" {
+		return
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig)
+	stop, done := make(chan struct{}), make(chan struct{})
+	l.stopSignal = func() {
+		signal.Stop(ch)
+		close(stop)
+		<-done
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ch:
+			}
+			if err := l.reopen(); err != nil {
+				l.log.Error("reopen audit log; still writing to the file it had", "path", l.path, "error", err)
+			} else {
+				l.log.Info("audit log reopened", "path", l.path)
+			}
+		}
+	}()
+}
+
+// status is the audit part of `envlet status`: records lost to failed
+// writes since start, and the last write error while writes fail.
+func (l *auditLog) status(out map[string]any) {
+	if l == nil || l.q == nil {
+		return
+	}
+	out["audit_lost_records"] = l.q.lostTotal.Load()
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
+	if l.q.lastErr != "" {
+		out["audit_error"] = l.q.lastErr
+	}
+}
+
+// requestKey carries the admin request ("PUT /v1/users/me/env/X") in the
+// request's context, for the record a change writes before it is made.
+type requestKey struct{}
+
+// commitAudited commits txn (commit's one call of the backend). A change
+// asked through the admin API fails closed on the audit log: a "change"
+// record (who, and the request) is written before the change is made, and
+// if it cannot be written — a full or read-only disk — the change is
+// refused with STORAGE_FULL or STORAGE_READ_ONLY and nothing changes. So
+// every change made is in the log, even if the record of its outcome
+// (set, delete, …, written once it is made) is lost afterwards. A change
+// the store then refuses is recorded as a refusal with its code.
+func (a *Agent) commitAudited(ctx context.Context, txn fetch.Txn, first bool) (fetch.Revision, error) {
+	c, _ := ctx.Value(ctxKey{}).(*caller)
+	req, _ := ctx.Value(requestKey{}).(string)
+	if c != nil && first {
+		if err := a.audit.write(auditRecord{Action: "change", Request: req, Socket: "admin"}, &c.peer, c.user); err != nil {
+			a.log.Error("admin change refused: its audit record cannot be written", "request", req, "path", a.audit.path, "error", err)
+			return 0, storageError(err, "the audit log ("+a.audit.path+")", "the change was refused because it could not be recorded; nothing was changed")
+		}
+	}
+	rev, err := a.backend.Commit(ctx, txn)
+	if err == nil || errors.Is(err, fetch.ErrConflict) {
+		return rev, err
+	}
+	if e := storageError(err, "the store ("+a.cfg.StateDir+")", "nothing was changed"); e != nil {
+		a.log.Error("write refused: the store cannot be written", "state_dir", a.cfg.StateDir, "error", err)
+		err = e
+	}
+	if c != nil {
+		code := CodeInternal
+		switch e := (*Error)(nil); {
+		case errors.As(err, &e):
+			code = e.Code
+		case errors.Is(err, fetch.ErrUnavailable), errors.Is(err, fetch.ErrUncertain):
+			code = CodeUnavailable
+		}
+		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: "the store did not take the change", Request: req, Socket: "admin"}, &c.peer, c.user)
+	}
+	return rev, err
 }

@@ -39,6 +39,10 @@ func appendAuditJSON(b []byte, r *auditRecord) []byte {
 		b = append(b, `,"revision":`...)
 		b = strconv.AppendInt(b, r.Revision, 10)
 	}
+	if r.Lost != 0 {
+		b = append(b, `,"lost":`...)
+		b = strconv.AppendInt(b, r.Lost, 10)
+	}
 	b = appendAuditField(b, `,"from_secret":`, r.FromSecret)
 	b = appendAuditField(b, `,"hmac":`, r.HMAC)
 	switch {

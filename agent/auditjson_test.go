@@ -38,7 +38,7 @@ func TestAuditJSONMatchesMarshal(t *testing.T) {
 	records := []auditRecord{
 		{},
 		{Time: "2025-01-02T03:04:05.123456789Z", Action: "serve", UID: int64p(0), PID: 1},
-		{Action: "refuse", UID: int64p(4294967295), PID: -3, Revision: -1, Code: "TOO_MANY_CONNECTIONS", Socket: "workload"},
+		{Action: "refuse", UID: int64p(4294967295), PID: -3, Revision: -1, Lost: 3, Code: "TOO_MANY_CONNECTIONS", Socket: "workload"},
 		{Action: "serve", HMACs: map[string]string{}}, // empty map: omitted, as omitempty does
 		{Action: "serve", HMACs: map[string]string{"B": "2", "A": "1", "a": "3", "_": "4", "Z<>": "5"}},
 	}

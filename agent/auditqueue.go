@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
 )
@@ -34,6 +37,22 @@ type auditQueue struct {
 	exited  chan struct{} // closed when the writer has written everything and returned
 
 	errReports everyGate // a failed write is reported at most once per refuseEvery
+
+	// Writes that failed (a full or read-only disk). The records of a
+	// failed batch are cut off the file again, never left half written;
+	// failed holds their sequence ranges, so that a waiting put learns its
+	// record is not in the file, until every put of them has looked.
+	failed  []seqRange
+	lost    int64  // records lost since the last audit-lost record went out (fileMu)
+	lastErr string // the last write error, "" once a write succeeds again (fileMu)
+
+	lostTotal atomic.Int64 // records lost since start (status)
+}
+
+// seqRange is the records lo < seq <= hi of one batch that failed, and why.
+type seqRange struct {
+	lo, hi uint64
+	err    error
 }
 
 // auditMark is where a line ends in the queue, and its action, for the
@@ -52,17 +71,17 @@ func newAuditQueue(l *auditLog) *auditQueue {
 }
 
 // put queues line (which it copies) and, when wait is set, returns once
-// the writer has written it. It blocks while the queue is full. Once close
-// has been called, put writes the line itself.
-func (q *auditQueue) put(line []byte, action string, wait bool) {
+// the writer has written it, with the write's error (nil when the line is
+// in the file). It blocks while the queue is full. Once close has been
+// called, put writes the line itself.
+func (q *auditQueue) put(line []byte, action string, wait bool) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.buf) > 0 && len(q.buf)+len(line) > maxAuditQueue && !q.closed {
 		q.done.Wait()
 	}
 	if q.closed {
-		q.writeBatch(line, []auditMark{{len(line), action}})
-		return
+		return q.writeBatch(line, []auditMark{{len(line), action}}, 1)
 	}
 	if len(q.buf)+len(line) > cap(q.buf) {
 		// Grow by hand: append's doubling would go past the bound, and
@@ -80,9 +99,24 @@ func (q *auditQueue) put(line []byte, action string, wait bool) {
 	q.queued++
 	seq := q.queued
 	q.work.Signal()
-	for wait && q.written < seq {
+	if !wait {
+		return nil
+	}
+	for q.written < seq {
 		q.done.Wait()
 	}
+	for i, r := range q.failed {
+		if r.lo < seq && seq <= r.hi {
+			// Nobody else waits on this range once every record of it
+			// that waits has looked; a range is dropped when its last
+			// record is the one looking, and the list stays short.
+			if seq == r.hi {
+				q.failed = append(q.failed[:i], q.failed[i+1:]...)
+			}
+			return r.err
+		}
+	}
+	return nil
 }
 
 // run is the writer: it takes the queued lines in one batch, writes them,
@@ -98,14 +132,20 @@ func (q *auditQueue) run() {
 			q.mu.Unlock()
 			return
 		}
-		batch, marks, upTo := q.buf, q.marks, q.queued
+		batch, marks, from, upTo := q.buf, q.marks, q.written, q.queued
 		q.buf, q.marks = q.spare[:0], q.spareM[:0]
 		q.done.Broadcast() // room
 		q.mu.Unlock()
 
-		q.writeBatch(batch, marks)
+		err := q.writeBatch(batch, marks, int64(upTo-from))
 
 		q.mu.Lock()
+		if err != nil {
+			q.failed = append(q.failed, seqRange{from, upTo, err})
+			if len(q.failed) > maxFailedRanges { // ranges of serves, which nobody waits on
+				q.failed = append(q.failed[:0], q.failed[len(q.failed)-maxFailedRanges:]...)
+			}
+		}
 		q.written = upTo
 		// The batch's buffer takes the next turn (put bounds its size).
 		q.spare, q.spareM = batch[:0], marks[:0]
@@ -113,7 +153,16 @@ func (q *auditQueue) run() {
 	}
 }
 
-func (q *auditQueue) writeBatch(batch []byte, marks []auditMark) {
+// maxFailedRanges bounds the failed batches remembered for their waiters.
+// A waiter looks right after its batch, so only a flood of failing serve
+// batches, which nobody waits on, could push one out.
+const maxFailedRanges = 4096
+
+// writeBatch writes one batch of n records and returns the file's error.
+// A write that fails is cut off again, so the file never holds half a
+// record; the batch's records are lost (counted, and said in an
+// audit-lost record once a write succeeds again).
+func (q *auditQueue) writeBatch(batch []byte, marks []auditMark, n int64) error {
 	l := q.l
 	if l.journal {
 		start := 0
@@ -128,15 +177,40 @@ func (q *auditQueue) writeBatch(batch []byte, marks []auditMark) {
 			start = m.end
 		}
 	}
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
 	if l.f == nil {
-		return
+		return nil
 	}
-	// os.File.Write writes it all or says why not.
-	if _, err := l.f.Write(batch); err != nil && l.log != nil {
-		if q.errReports.pass() {
-			l.log.Error("write audit log; records are lost", "error", err, "bytes", len(batch))
+	if q.lost > 0 {
+		// Say in the log itself where it has a hole.
+		gap := appendAuditJSON(nil, &auditRecord{Time: time.Now().UTC().Format(time.RFC3339Nano), Action: "audit-lost", Lost: q.lost,
+			Reason: "records could not be written to the audit log: " + q.lastErr})
+		if err := l.append(append(gap, '\n')); err != nil {
+			return q.failedWrite(err, n, len(batch))
 		}
+		q.lost = 0
 	}
+	if err := l.append(batch); err != nil {
+		return q.failedWrite(err, n, len(batch))
+	}
+	if q.lastErr != "" && l.log != nil {
+		l.log.Info("audit log writable again", "path", l.path)
+	}
+	q.lastErr = ""
+	return nil
+}
+
+// failedWrite counts and reports a batch of n records that could not be
+// written.
+func (q *auditQueue) failedWrite(err error, n int64, size int) error {
+	q.lost += n
+	q.lostTotal.Add(n)
+	q.lastErr = errText(err)
+	if q.l.log != nil && q.errReports.pass() {
+		q.l.log.Error("write audit log; records are lost", "path", q.l.path, "error", err, "bytes", size, "lost_since_last_report", q.lost)
+	}
+	return err
 }
 
 // close writes what is queued and stops the writer; a put after it writes
@@ -148,4 +222,13 @@ func (q *auditQueue) close() {
 	q.done.Broadcast()
 	q.mu.Unlock()
 	<-q.exited
+}
+
+// errText is an error's last part, "no space left on device" rather than
+// "write /var/log/envlet/audit.log: no space left on device".
+func errText(err error) string {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }

@@ -112,6 +112,7 @@ func (a *Agent) missingKeys() *Error {
 // backendStatus is the backend part of `envlet status`.
 func (a *Agent) backendStatus() map[string]any {
 	out := map[string]any{"backend": a.backendName(), "connected": true, "stale_seconds": 0}
+	a.audit.status(out)
 	if a.mirror == nil {
 		return out
 	}
@@ -179,4 +180,23 @@ func (a *Agent) watchKeyFile(ctx context.Context) error {
 		default:
 		}
 	}
+}
+
+// storageError words a write that failed on the disk: STORAGE_FULL for a
+// full file system (or quota), STORAGE_READ_ONLY for a read-only one (a
+// remount, or the kernel's after an I/O error), STORAGE_FAILED for an I/O
+// error; nil for any other error. what names the file ("the store
+// (/var/lib/envlet)"), outcome what became of the request. The agent
+// serves on from memory meanwhile, and the next write after the fault is
+// cleared works without a restart.
+func storageError(err error, what, outcome string) *Error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return errorf(CodeStorageFull, "the file system holding %s is full: %s. Free space there (workloads are still served from memory); writes work again once there is room, without a restart", what, outcome)
+	case errors.Is(err, syscall.EROFS):
+		return errorf(CodeStorageReadOnly, "the file system holding %s is read-only (remounted read-only, or by the kernel after an I/O error: see dmesg): %s. Make it writable again (workloads are still served from memory)", what, outcome)
+	case errors.Is(err, syscall.EIO):
+		return errorf(CodeStorageFailed, "writing %s failed with an I/O error (see dmesg): %s. Check the disk (workloads are still served from memory)", what, outcome)
+	}
+	return nil
 }

@@ -35,6 +35,12 @@ const (
 	CodeInternal         = api.CodeInternal
 	CodeBusy             = api.CodeBusy // request bodies in flight hold all the memory allowed them (wipe.go)
 
+	// A write the disk refused (backend.go storageError): the store's or
+	// the audit log's file system is full, read-only, or failing.
+	CodeStorageFull     = "STORAGE_FULL"
+	CodeStorageReadOnly = "STORAGE_READ_ONLY"
+	CodeStorageFailed   = "STORAGE_FAILED"
+
 	// Workload socket refusals.
 	CodeWorkloadUnknown   = wire.CodeWorkloadUnknown
 	CodeWorkloadAmbiguous = wire.CodeWorkloadAmbiguous
@@ -72,8 +78,10 @@ func httpStatus(code string) int {
 		return http.StatusNotFound
 	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists, CodeGroupExists:
 		return http.StatusConflict
-	case CodeUnavailable, CodeBusy:
+	case CodeUnavailable, CodeBusy, CodeStorageReadOnly, CodeStorageFailed:
 		return http.StatusServiceUnavailable
+	case CodeStorageFull:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }

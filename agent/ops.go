@@ -32,7 +32,7 @@ func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, err
 		if len(txn.Ops) == 0 {
 			return seen, nil
 		}
-		rev, err := a.backend.Commit(ctx, txn)
+		rev, err := a.commitAudited(ctx, txn, try == 0) // audit.go: fails closed on the audit log
 		if errors.Is(err, fetch.ErrConflict) && try < commitTries {
 			// Wait for the model to move past what we read, then rebuild.
 			if werr := a.waitRev(ctx, seen+1); werr != nil {

@@ -29,12 +29,16 @@ func (c client) ask(req wire.Request) (wire.Type, []byte, *failure) {
 }
 
 // Retrying a busy agent: an agent at max_conns (TOO_MANY_CONNECTIONS), one
-// out of some other resource (BUSY), a full listen backlog (EAGAIN) or a
-// socket with no one listening yet (ECONNREFUSED, the agent restarting)
-// are waited out, 5 ms doubling to 200 ms, each wait jittered so that
-// launchers refused together do not come back together, for at most
-// c.retry (ENVLET_RETRY, default 2 s). Nothing else is retried: an
-// unknown workload or a bad token gets the same answer every time.
+// out of some other resource (BUSY), a full listen backlog (EAGAIN), and an
+// agent restarting — the socket file missing (ENOENT: the old agent removed
+// it, the new one has not bound it yet), nobody listening on it yet
+// (ECONNREFUSED), or the connection cut before the whole reply came (the
+// agent killed mid-reply) — are waited out, 5 ms doubling to 200 ms, each
+// wait jittered so that launchers refused together do not come back
+// together, for at most c.retry (ENVLET_RETRY, default 2 s). Every request
+// is a read, so asking again is safe. Nothing else is retried: an unknown
+// workload, a bad token or a malformed reply gets the same answer every
+// time.
 const (
 	retryMin     = 5 * time.Millisecond
 	retryMax     = 200 * time.Millisecond
@@ -64,7 +68,7 @@ func openOnce(socket string, timeout time.Duration, req wire.Request) (int, wire
 	fd, err := dial(socket, timeout)
 	if err != nil {
 		f := unreachable("connect", err)
-		f.transient = err == unix.ECONNREFUSED || err == unix.EAGAIN
+		f.transient = err == unix.ECONNREFUSED || err == unix.EAGAIN || err == unix.ENOENT
 		return -1, 0, nil, f
 	}
 	fail := func(f *failure) (int, wire.Type, []byte, *failure) {
@@ -79,22 +83,27 @@ func openOnce(socket string, timeout time.Duration, req wire.Request) (int, wire
 	// After EPIPE, read anyway: an agent that refuses a peer before reading
 	// its request may have left an Error frame that says why.
 	typ, payload, err := wire.ReadFrame(fdReader(fd), make([]byte, 0, replyBuf))
-	if werr != nil && err != nil {
-		return fail(unreachable("send request to", werr))
-	}
+	// A connection cut before the whole reply (EOF, a short frame, a reset:
+	// the agent died or restarted mid-request) is transient.
+	transient := err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET)
+	var f *failure
 	switch {
+	case werr != nil && err != nil:
+		f = unreachable("send request to", werr)
 	case err == io.EOF:
-		return fail(badReply("agent closed the connection without a reply"))
+		f = badReply("agent closed the connection without a reply")
 	case errors.Is(err, unix.EAGAIN):
-		return fail(unreachable("receive reply from", err))
+		f = unreachable("receive reply from", err)
 	case err != nil:
-		return fail(badReply(err.Error()))
+		f = badReply(err.Error())
 	case typ == wire.TypeError:
-		f := refused(payload)
-		f.transient = wire.Transient(f.code)
-		return fail(f)
+		f = refused(payload)
+		transient = wire.Transient(f.code)
+	default:
+		return fd, typ, payload, nil
 	}
-	return fd, typ, payload, nil
+	f.transient = transient
+	return fail(f)
 }
 
 // dial connects a Unix stream socket to path. The timeout bounds connect (on

@@ -56,7 +56,8 @@ environment:
   ENVLET_SOCKET, ENVLET_TOKEN_FILE  as above
   ENVLET_TIMEOUT     seconds to wait for the agent (default 10; 0 waits forever)
   ENVLET_RETRY       seconds to keep retrying an agent that is busy
-                     (TOO_MANY_CONNECTIONS, BUSY) or not listening yet
+                     (TOO_MANY_CONNECTIONS, BUSY) or restarting (socket
+                     missing or not listening, reply cut off)
                      (default 2; 0 does not retry)
 
 exit status: 125 envlet-exec failed, 126 PROGRAM cannot be run, 127 PROGRAM

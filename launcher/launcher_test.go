@@ -79,7 +79,15 @@ func startAgent(t *testing.T, reply func(wire.Request) []byte) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &testAgent{sock: filepath.Join(dir, "w.sock"), dir: dir}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return startAgentAt(t, filepath.Join(dir, "w.sock"), reply)
+}
+
+// startAgentAt is startAgent on a socket path of the caller's.
+func startAgentAt(t *testing.T, sock string, reply func(wire.Request) []byte) *testAgent {
+	t.Helper()
+	dir := filepath.Dir(sock)
+	a := &testAgent{sock: sock, dir: dir}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: a.sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +112,6 @@ func startAgent(t *testing.T, reply func(wire.Request) []byte) *testAgent {
 	t.Cleanup(func() {
 		ln.Close()
 		wg.Wait()
-		os.RemoveAll(dir)
 	})
 	return a
 }
