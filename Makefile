@@ -4,7 +4,7 @@ BIN     ?= bin
 # The launcher is built static and stripped: it is copied into images.
 LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build demo test test-etcd test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
+.PHONY: all build demo test test-etcd test-python test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
 
 all: build
 
@@ -22,11 +22,24 @@ demo: build
 test: lint
 	$(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) --no-print-directory test-etcd
+	$(MAKE) --no-print-directory test-python
 
 # The end-to-end suite on the etcd backend (one etcd, a prefix per agent);
 # the TestEtcd* tests ran in the first pass already.
 test-etcd:
 	ENVLET_E2E_BACKEND=etcd $(GO) test -race -count=1 -timeout 30m -skip '^TestEtcd' ./e2e/
+
+# The Python client (clients/python/): mypy --strict, then its pytest suite
+# (as root) against real `envletd -dev` agents built here. Without pytest or
+# mypy it skips, unless CI=true; pytest's exit 5 (no tests ran) fails it
+# like any other non-zero status.
+PYTHON ?= /usr/bin/python3
+test-python: build
+	@if ! $(PYTHON) -c 'import pytest' 2>/dev/null || ! command -v mypy >/dev/null; then \
+	  if [ "$$CI" = true ]; then echo "test-python: python3-pytest and mypy are needed" >&2; exit 1; fi; \
+	  echo "test-python: SKIP: install python3-pytest mypy python3-pip python3-setuptools"; exit 0; fi; \
+	cd clients/python && mypy --strict --python-version 3.9 --no-incremental src/envlet && \
+	  ENVLET_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 test-short:
 	$(GO) test -count=1 ./...

@@ -16,6 +16,7 @@
 #   /etc/envlet/envletd.conf               a conffile
 #   /etc/envlet/workloads.d/
 #   /usr/share/doc/envlet/                 README, copyright, examples
+#   /usr/lib/python3/dist-packages/envlet/  the Python client (clients/python)
 set -euo pipefail
 umask 022
 cd "$(dirname "$0")/../.."
@@ -49,6 +50,9 @@ install -m 0644 systemd/examples/*.service systemd/examples/*.path systemd/examp
 install -m 0644 systemd/examples/workloads.d/*.json "$doc/examples/systemd/workloads.d/"
 install -m 0644 packaging/container/Dockerfile packaging/container/*.json packaging/container/*.yaml "$doc/examples/container/"
 install -m 0755 packaging/container/run.sh "$doc/examples/container/"
+# The Python client, pure Python: importable by Debian's python3 as is.
+install -d -m 0755 "$root/usr/lib/python3/dist-packages/envlet"
+install -m 0644 clients/python/src/envlet/*.py clients/python/src/envlet/py.typed "$root/usr/lib/python3/dist-packages/envlet/"
 
 # A cgo build of the agent links glibc: depend on the newest symbol
 # version it uses. A static build depends on nothing.

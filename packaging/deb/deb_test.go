@@ -91,6 +91,9 @@ var want = map[string]os.FileMode{
 	"usr/share/doc/envlet/README.md":                             0o644,
 	"usr/share/doc/envlet/examples/container/Dockerfile":         0o644,
 	"usr/share/doc/envlet/examples/systemd/model-server.service": 0o644,
+	"usr/lib/python3/dist-packages/envlet/__init__.py":           0o644,
+	"usr/lib/python3/dist-packages/envlet/workload.py":           0o644,
+	"usr/lib/python3/dist-packages/envlet/py.typed":              0o644,
 }
 
 func TestTree(t *testing.T) {
@@ -237,6 +240,33 @@ func TestPostinst(t *testing.T) {
 	for _, l := range lines {
 		if strings.Contains(l, "start") || strings.Contains(l, "enable") {
 			t.Errorf("postinst starts or enables something: %q", l)
+		}
+	}
+}
+
+// TestPythonClient: the client the package carries imports with Debian's
+// python3 from where dpkg puts it, and is the one in clients/python.
+func TestPythonClient(t *testing.T) {
+	build(t)
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("/usr/bin/python3 not found; CI must have it")
+		}
+		t.Skip("/usr/bin/python3 not found")
+	}
+	dist := filepath.Join(built.tree, "usr/lib/python3/dist-packages")
+	cmd := exec.Command("/usr/bin/python3", "-I", "-c",
+		"import sys; sys.path.insert(0, sys.argv[1]); import envlet, envlet.workload; print(envlet.__file__)", dist)
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != filepath.Join(dist, "envlet/__init__.py") {
+		t.Fatalf("import envlet from the package: %v\n%s", err, out)
+	}
+	src, _ := filepath.Glob("../../clients/python/src/envlet/*.py")
+	for _, f := range src {
+		a, _ := os.ReadFile(f)
+		b, err := os.ReadFile(filepath.Join(dist, "envlet", filepath.Base(f)))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s: not shipped as in clients/python (%v)", filepath.Base(f), err)
 		}
 	}
 }

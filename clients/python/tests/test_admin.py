@@ -90,6 +90,10 @@ def test_env_var_errors(conn: envlet.Connection) -> None:
     # A name holding '/' stays one path segment: refused as a name, not routed elsewhere.
     e = code_of(api.set_env_var, "a/b", "x")
     assert (e.code, e.status) == ("ENV_VAR_INVALID_NAME", 400)
+    # Names the router would clean away are refused before anything is sent.
+    for odd in ("", ".", ".."):
+        assert code_of(api.delete_env_var, odd).code == "INVALID_REQUEST"
+        assert code_of(api.get_env_var, odd).code == "INVALID_REQUEST"
     assert code_of(api.set_env_var, "PROJECT_ID", CANARY).code == "ENV_VAR_RESERVED_NAME"
     assert code_of(api.set_env_var, "HOPS_X", CANARY).code == "ENV_VAR_RESERVED_NAME"
     assert code_of(api.set_env_var, "NUL_VALUE", CANARY + "\x00").code == "ENV_VAR_INVALID_VALUE"

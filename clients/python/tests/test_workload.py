@@ -244,3 +244,33 @@ def test_busy_agent_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     busy = frame(0xFF, struct.pack(">H", 20) + b"TOO_MANY_CONNECTIONS" + struct.pack(">H", 4) + b"full")
     with canned_agent(path, [busy, busy, frame(0x82, struct.pack(">I", 2) + b"ok")]):
         assert envlet.workload.get_secret("x", socket=path) == "ok"
+
+
+def test_ambiguous_workload(agent: Agent, run_as: Runner) -> None:
+    conn = envlet.Connection(agent.admin_socket)
+    uid, proj = free_uid(), uniq("p")
+    conn.get_projects_api().create_project(proj)
+    for _ in range(2):
+        register(conn, {"id": uniq("twin"), "user": str(uid), "project": proj, "match": {"uid": uid}})
+    r = run_as(uid, "return envlet.workload.get_env()", check=False)
+    assert r.error == "WORKLOAD_AMBIGUOUS", r.out
+
+
+def test_silent_agent_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent that accepts and never answers: ENVLET_TIMEOUT bounds the wait
+    (the admin side: Connection(timeout=)). The stand-in holds the connection
+    open until the client gives up."""
+    path = str(tmp_path / "silent.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(8)
+    monkeypatch.setenv("ENVLET_TIMEOUT", "0.2")
+    try:
+        with pytest.raises(envlet.AgentUnavailableError) as e:
+            envlet.workload.get_secret("x", socket=path)
+        assert e.value.code == "AGENT_UNREACHABLE" and "timed out after 0.2s (ENVLET_TIMEOUT)" in e.value.message
+        with pytest.raises(envlet.AgentUnavailableError) as e:
+            envlet.Connection(path, timeout=0.2).whoami()
+        assert e.value.code == "AGENT_UNAVAILABLE" and path in e.value.message and "timed out" in e.value.message
+    finally:
+        srv.close()

@@ -9,7 +9,7 @@ import socket as _socket
 from typing import Any, Dict, Mapping, Optional, Sequence
 from urllib.parse import quote, urlencode
 
-from ._errors import AGENT_UNAVAILABLE, BAD_REPLY, AgentUnavailableError, RestAPIError
+from ._errors import AGENT_UNAVAILABLE, BAD_REPLY, INVALID_REQUEST, AgentUnavailableError, RestAPIError
 
 #: Where the agent serves the admin API unless ``ENVLET_ADMIN_SOCKET`` or an
 #: explicit path says otherwise.
@@ -33,6 +33,11 @@ def path(*segments: str) -> str:
     A name holding ``/`` stays one segment, so the agent refuses it as an
     invalid name rather than reaching another resource.
     """
+    for s in segments:
+        # The agent's router would clean these away and reach another
+        # resource (env/.. is the account itself): refuse them here.
+        if s in ("", ".", ".."):
+            raise RestAPIError(INVALID_REQUEST, f"a name may not be {s!r}")
     return "/v1/" + "/".join(quote(s, safe="") for s in segments)
 
 
