@@ -123,7 +123,9 @@ func adminDo(t *testing.T, hc *http.Client, method, path string, body any) apiEr
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
-	var e struct{ Error struct{ Code, Message string } }
+	var e struct {
+		Error struct{ Code, Message string }
+	}
 	b, _ := io.ReadAll(resp.Body)
 	json.Unmarshal(b, &e)
 	return apiErr{resp.StatusCode, e.Error.Code, e.Error.Message}
