@@ -335,6 +335,10 @@ func TestFaultAuditLogFull(t *testing.T) {
 	if got := projectEnvOf(t, a, "p")["K"]; got != last {
 		t.Fatalf("K = %q after refused changes, want %q", got, last)
 	}
+	// A reveal is refused too: no value is shown to a person unrecorded.
+	if r := adminDo(t, hc, http.MethodGet, "/v1/projects/p/env?reveal=1", nil); r.code != "STORAGE_FULL" || !strings.Contains(r.message, "nothing was shown") {
+		t.Fatalf("reveal with the audit log full: %+v", r)
+	}
 	for range 3 {
 		served(t, a, uid, map[string]string{"K": last})
 	}
@@ -386,7 +390,7 @@ func TestFaultAuditLogFull(t *testing.T) {
 // projectEnvOf reads project p's variables over the admin socket.
 func projectEnvOf(t *testing.T, a *agentProc, p string) map[string]string {
 	t.Helper()
-	resp, err := adminHTTP(a.adminSock).Get("http://envlet/v1/projects/" + p + "/env?reveal=1")
+	resp, err := adminHTTP(a.adminSock).Get("http://envlet/v1/projects/" + p + "/env")
 	if err != nil {
 		t.Fatal(err)
 	}
