@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Faults: the state directory and, separately, the audit log on a small
@@ -532,4 +533,40 @@ func TestFaultReadOnly(t *testing.T) {
 			t.Fatalf("K = %q after a refused change", got)
 		}
 	})
+}
+
+// TestFaultStateDirFullEtcd: on etcd the state dir holds only the
+// snapshot the agent serves from while etcd is away. Filled up, writes go
+// on (etcd takes them), workloads are served, and `envlet status` says
+// the snapshot cannot be written until there is room again.
+func TestFaultStateDirFullEtcd(t *testing.T) {
+	if e2eBackend != "etcd" {
+		t.Skip("the etcd backend's state dir (make test-etcd runs this)")
+	}
+	a, uid := faultAgent(t)
+	a.stop()
+	moveOnto(t, a.stateDir, func(dir string) { mountTmpfs(t, dir, 256<<10) })
+	a.start()
+	filler := fillUp(t, a.stateDir)
+	hc := adminHTTP(a.adminSock)
+	snapshotError := func(want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			var st map[string]any
+			json.Unmarshal([]byte(a.cli("status", "--json")), &st)
+			if _, has := st["snapshot_error"]; has == want {
+				return
+			}
+		}
+		t.Fatalf("status never showed snapshot_error present=%v", want)
+	}
+	for i := range 3 {
+		if r := putVar(t, hc, "K", strconv.Itoa(i)); r.status != 200 {
+			t.Fatalf("put on etcd with a full state dir: %+v", r)
+		}
+	}
+	snapshotError(true)
+	served(t, a, uid, map[string]string{"K": "2"})
+	os.Remove(filler)
+	snapshotError(false)
 }
