@@ -42,12 +42,11 @@ type auditQueue struct {
 	// again, never left half written; a put that waits for its line finds
 	// here whether it was written: nil, or the write's error.
 	waiters map[uint64]error // by sequence number
-	lost    int64  // records lost since the last audit-lost record went out (fileMu)
-	lastErr string // the last write error, "" once a write succeeds again (fileMu)
+	lost    int64            // records lost since the last audit-lost record went out (fileMu)
+	lastErr string           // the last write error, "" once a write succeeds again (fileMu)
 
 	lostTotal atomic.Int64 // records lost since start (status)
 }
-
 
 // auditMark is where a line ends in the queue, and its action, for the
 // journal's ENVLET_AUDIT_ACTION field.
