@@ -429,14 +429,16 @@ func (a *Agent) commitAudited(ctx context.Context, txn fetch.Txn, first bool) (f
 		err = e
 	}
 	if c != nil {
-		code := CodeInternal
+		code, reason := CodeInternal, "the store did not take the change"
 		switch e := (*Error)(nil); {
 		case errors.As(err, &e):
 			code = e.Code
-		case errors.Is(err, fetch.ErrUnavailable), errors.Is(err, fetch.ErrUncertain):
+		case errors.Is(err, fetch.ErrUncertain):
+			code, reason = CodeUnavailable, "the store did not confirm the change in time; it may still apply"
+		case errors.Is(err, fetch.ErrUnavailable):
 			code = CodeUnavailable
 		}
-		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: "the store did not take the change", Request: req, Socket: "admin"}, &c.peer, c.user)
+		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Request: req, Socket: "admin"}, &c.peer, c.user)
 	}
 	return rev, err
 }
