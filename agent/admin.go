@@ -81,6 +81,10 @@ func (a *Agent) adminHandler() http.Handler {
 			r, wipes := withWipes(r)
 			// For the record a change writes before it is made (audit.go commitAudited).
 			r = r.WithContext(context.WithValue(r.Context(), requestKey{}, r.Method+" "+r.URL.Path))
+			if err := a.auditRevealRequest(r, c); err != nil {
+				writeErr(w, err)
+				return
+			}
 			defer wipes.wipe() // the values decoded from the body and put in the reply (wipe.go)
 			body, status, err := fn(r, c)
 			if err != nil {

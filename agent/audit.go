@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -381,6 +382,24 @@ func (l *auditLog) status(out map[string]any) {
 // request's context, for the record a change writes before it is made.
 type requestKey struct{}
 
+// auditRevealRequest writes a "reveal-request" record before a request
+// that asks to see values in clear (?reveal=1) is served, and refuses it,
+// fail closed as a change is, when the record cannot be written: no value
+// is shown to a person unrecorded. nil when the request reveals nothing.
+func (a *Agent) auditRevealRequest(r *http.Request, c *caller) *Error {
+	if !wantReveal(r) {
+		return nil
+	}
+	if err := a.audit.write(auditRecord{Action: "reveal-request", Request: r.Method + " " + r.URL.Path, Socket: "admin"}, &c.peer, c.user); err != nil {
+		a.log.Error("reveal refused: its audit record cannot be written", "request", r.Method+" "+r.URL.Path, "path", a.audit.path, "error", err)
+		if e := storageError(err, "the audit log ("+a.audit.path+")", "the request was refused because it could not be recorded; nothing was shown"); e != nil {
+			return e
+		}
+		return errorf(CodeInternal, "the audit log cannot be written; nothing was shown")
+	}
+	return nil
+}
+
 // commitAudited commits txn (commit's one call of the backend). A change
 // asked through the admin API fails closed on the audit log: a "change"
 // record (who, and the request) is written before the change is made, and
@@ -395,7 +414,10 @@ func (a *Agent) commitAudited(ctx context.Context, txn fetch.Txn, first bool) (f
 	if c != nil && first {
 		if err := a.audit.write(auditRecord{Action: "change", Request: req, Socket: "admin"}, &c.peer, c.user); err != nil {
 			a.log.Error("admin change refused: its audit record cannot be written", "request", req, "path", a.audit.path, "error", err)
-			return 0, storageError(err, "the audit log ("+a.audit.path+")", "the change was refused because it could not be recorded; nothing was changed")
+			if e := storageError(err, "the audit log ("+a.audit.path+")", "the change was refused because it could not be recorded; nothing was changed"); e != nil {
+				return 0, e
+			}
+			return 0, errorf(CodeInternal, "the audit log cannot be written, so the change was refused; nothing was changed")
 		}
 	}
 	rev, err := a.backend.Commit(ctx, txn)
@@ -407,14 +429,16 @@ func (a *Agent) commitAudited(ctx context.Context, txn fetch.Txn, first bool) (f
 		err = e
 	}
 	if c != nil {
-		code := CodeInternal
+		code, reason := CodeInternal, "the store did not take the change"
 		switch e := (*Error)(nil); {
 		case errors.As(err, &e):
 			code = e.Code
-		case errors.Is(err, fetch.ErrUnavailable), errors.Is(err, fetch.ErrUncertain):
+		case errors.Is(err, fetch.ErrUncertain):
+			code, reason = CodeUnavailable, "the store did not confirm the change in time; it may still apply"
+		case errors.Is(err, fetch.ErrUnavailable):
 			code = CodeUnavailable
 		}
-		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: "the store did not take the change", Request: req, Socket: "admin"}, &c.peer, c.user)
+		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Request: req, Socket: "admin"}, &c.peer, c.user)
 	}
 	return rev, err
 }

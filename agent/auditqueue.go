@@ -38,21 +38,14 @@ type auditQueue struct {
 
 	errReports everyGate // a failed write is reported at most once per refuseEvery
 
-	// Writes that failed (a full or read-only disk). The records of a
-	// failed batch are cut off the file again, never left half written;
-	// failed holds their sequence ranges, so that a waiting put learns its
-	// record is not in the file, until every put of them has looked.
-	failed  []seqRange
-	lost    int64  // records lost since the last audit-lost record went out (fileMu)
-	lastErr string // the last write error, "" once a write succeeds again (fileMu)
+	// Writes that fail (a full or read-only disk) are cut off the file
+	// again, never left half written; a put that waits for its line finds
+	// here whether it was written: nil, or the write's error.
+	waiters map[uint64]error // by sequence number
+	lost    int64            // records lost since the last audit-lost record went out (fileMu)
+	lastErr string           // the last write error, "" once a write succeeds again (fileMu)
 
 	lostTotal atomic.Int64 // records lost since start (status)
-}
-
-// seqRange is the records lo < seq <= hi of one batch that failed, and why.
-type seqRange struct {
-	lo, hi uint64
-	err    error
 }
 
 // auditMark is where a line ends in the queue, and its action, for the
@@ -63,7 +56,7 @@ type auditMark struct {
 }
 
 func newAuditQueue(l *auditLog) *auditQueue {
-	q := &auditQueue{l: l, exited: make(chan struct{})}
+	q := &auditQueue{l: l, exited: make(chan struct{}), waiters: map[uint64]error{}}
 	q.work.L = &q.mu
 	q.done.L = &q.mu
 	go q.run()
@@ -102,21 +95,13 @@ func (q *auditQueue) put(line []byte, action string, wait bool) error {
 	if !wait {
 		return nil
 	}
+	q.waiters[seq] = nil
 	for q.written < seq {
 		q.done.Wait()
 	}
-	for i, r := range q.failed {
-		if r.lo < seq && seq <= r.hi {
-			// Nobody else waits on this range once every record of it
-			// that waits has looked; a range is dropped when its last
-			// record is the one looking, and the list stays short.
-			if seq == r.hi {
-				q.failed = append(q.failed[:i], q.failed[i+1:]...)
-			}
-			return r.err
-		}
-	}
-	return nil
+	err := q.waiters[seq]
+	delete(q.waiters, seq)
+	return err
 }
 
 // run is the writer: it takes the queued lines in one batch, writes them,
@@ -141,9 +126,10 @@ func (q *auditQueue) run() {
 
 		q.mu.Lock()
 		if err != nil {
-			q.failed = append(q.failed, seqRange{from, upTo, err})
-			if len(q.failed) > maxFailedRanges { // ranges of serves, which nobody waits on
-				q.failed = append(q.failed[:0], q.failed[len(q.failed)-maxFailedRanges:]...)
+			for seq := range q.waiters { // the few admin records waiting
+				if from < seq && seq <= upTo {
+					q.waiters[seq] = err
+				}
 			}
 		}
 		q.written = upTo
@@ -152,11 +138,6 @@ func (q *auditQueue) run() {
 		q.done.Broadcast() // written
 	}
 }
-
-// maxFailedRanges bounds the failed batches remembered for their waiters.
-// A waiter looks right after its batch, so only a flood of failing serve
-// batches, which nobody waits on, could push one out.
-const maxFailedRanges = 4096
 
 // writeBatch writes one batch of n records and returns the file's error.
 // A write that fails is cut off again, so the file never holds half a

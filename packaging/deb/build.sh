@@ -15,6 +15,7 @@
 #   /usr/lib/sysusers.d/envlet.conf, /usr/lib/tmpfiles.d/envlet.conf
 #   /etc/envlet/envletd.conf               a conffile
 #   /etc/envlet/workloads.d/
+#   /etc/logrotate.d/envlet                 the audit log's rotation, a conffile
 #   /usr/share/doc/envlet/                 README, copyright, examples
 #   /usr/lib/python3/dist-packages/envlet/  the Python client (clients/python)
 set -euo pipefail
@@ -31,7 +32,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/envlet-deb.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
-	"$root/usr/lib/sysusers.d" "$root/usr/lib/tmpfiles.d" "$root/etc/envlet/workloads.d" \
+	"$root/usr/lib/sysusers.d" "$root/usr/lib/tmpfiles.d" "$root/etc/envlet/workloads.d" "$root/etc/logrotate.d" \
 	"$root/usr/share/doc/envlet/examples/systemd/workloads.d" "$root/usr/share/doc/envlet/examples/container"
 
 $go build -trimpath -ldflags='-s -w' -o "$root/usr/bin/" ./cmd/envletd ./cmd/envlet
@@ -43,6 +44,7 @@ install -m 0644 systemd/envletd.service systemd/envletd.socket systemd/envletd-a
 install -m 0644 systemd/sysusers.d/envlet.conf "$root/usr/lib/sysusers.d/envlet.conf"
 install -m 0644 systemd/tmpfiles.d/envlet.conf "$root/usr/lib/tmpfiles.d/envlet.conf"
 install -m 0644 packaging/envletd.conf "$root/etc/envlet/envletd.conf"
+install -m 0644 packaging/deb/logrotate "$root/etc/logrotate.d/envlet"
 doc=$root/usr/share/doc/envlet
 install -m 0644 README.md "$doc/README.md"
 install -m 0644 packaging/deb/copyright "$doc/copyright"
@@ -76,7 +78,7 @@ size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 	echo "Priority: optional"
 	echo "Installed-Size: $size"
 	[ -z "$libc" ] || echo "Depends: libc6 (>= $libc)"
-	echo "Recommends: systemd"
+	echo "Recommends: systemd, logrotate"
 	echo "Homepage: https://github.com/envlet/envlet"
 	echo "Description: environment variables and secrets for every workload on a node"
 	echo " envletd, the agent, keeps the variables and secrets that users, projects"
@@ -87,7 +89,7 @@ size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 	echo " real program with its environment, and can restart it when that changes."
 	echo " envlet is the admin CLI."
 } >"$root/DEBIAN/control"
-echo /etc/envlet/envletd.conf >"$root/DEBIAN/conffiles"
+printf '%s\n' /etc/envlet/envletd.conf /etc/logrotate.d/envlet >"$root/DEBIAN/conffiles"
 for s in postinst prerm postrm; do
 	install -m 0755 "packaging/deb/$s" "$root/DEBIAN/$s"
 done

@@ -87,6 +87,7 @@ var want = map[string]os.FileMode{
 	"usr/lib/tmpfiles.d/envlet.conf":                             0o644,
 	"etc/envlet/envletd.conf":                                    0o644,
 	"etc/envlet/workloads.d":                                     fs.ModeDir | 0o755,
+	"etc/logrotate.d/envlet":                                     0o644,
 	"usr/share/doc/envlet/copyright":                             0o644,
 	"usr/share/doc/envlet/README.md":                             0o644,
 	"usr/share/doc/envlet/examples/container/Dockerfile":         0o644,
@@ -170,8 +171,8 @@ func TestControl(t *testing.T) {
 		t.Errorf("control lacks a field: %q", control)
 	}
 	conffiles, err := os.ReadFile(filepath.Join(built.control, "conffiles"))
-	if err != nil || strings.TrimSpace(string(conffiles)) != "/etc/envlet/envletd.conf" {
-		t.Errorf("conffiles: %q, %v; want /etc/envlet/envletd.conf", conffiles, err)
+	if err != nil || strings.TrimSpace(string(conffiles)) != "/etc/envlet/envletd.conf\n/etc/logrotate.d/envlet" {
+		t.Errorf("conffiles: %q, %v; want /etc/envlet/envletd.conf and /etc/logrotate.d/envlet", conffiles, err)
 	}
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
 		p := filepath.Join(built.control, s)
@@ -268,5 +269,48 @@ func TestPythonClient(t *testing.T) {
 		if err != nil || !bytes.Equal(a, b) {
 			t.Errorf("%s: not shipped as in clients/python (%v)", filepath.Base(f), err)
 		}
+	}
+}
+
+// TestLogrotate: the packaged logrotate config is read by logrotate
+// without a complaint, names the audit log the packaged config writes,
+// and signals the agent the way it reopens its log (SIGUSR1).
+// e2e/logrotate_test.go runs it for real against an agent under load.
+func TestLogrotate(t *testing.T) {
+	build(t)
+	path := filepath.Join(built.tree, "etc/logrotate.d/envlet")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, _ := os.ReadFile(filepath.Join(built.tree, "etc/envlet/envletd.conf"))
+	var auditLog, rotated string
+	for _, line := range strings.Split(string(conf), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "audit_log" {
+			auditLog, _, _ = strings.Cut(strings.TrimSpace(v), " ")
+		}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "/") {
+			rotated = strings.Fields(line)[0]
+		}
+	}
+	if auditLog == "" || rotated != auditLog {
+		t.Errorf("logrotate rotates %q, the packaged config writes the audit log to %q", rotated, auditLog)
+	}
+	if !strings.Contains(string(b), "--signal=USR1 envletd.service") || !strings.Contains(string(b), "delaycompress") {
+		t.Errorf("logrotate config does not reopen the log with SIGUSR1 before compressing it:\n%s", b)
+	}
+	lr, err := exec.LookPath("logrotate")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("logrotate is missing (.ci/run installs it)")
+		}
+		t.Skip("logrotate is missing")
+	}
+	// -d reads and checks the config and changes nothing.
+	out, err := exec.Command(lr, "-d", "-s", filepath.Join(t.TempDir(), "state"), path).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "error:") {
+		t.Fatalf("logrotate -d: %v\n%s", err, out)
 	}
 }
