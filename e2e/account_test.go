@@ -106,12 +106,12 @@ func TestAccountLimit(t *testing.T) {
 // (named by their uid here: the uid has no passwd entry) and nothing else.
 func TestOwnAccountOnly(t *testing.T) {
 	a := startAgent(t, "")
-	const uid = 4101
+	uid := freeUID(t)
 	if r := a.cliAs(uid, "env", "set", "MINE", "m"); r.code != 0 {
 		t.Fatalf("own set: %s", r)
 	}
-	if got := a.cli("env", "get", "--user", "4101", "MINE"); got != "m\n" {
-		t.Fatalf("root reads 4101's MINE = %q", got)
+	if got := a.cli("env", "get", "--user", uidName(uid), "MINE"); got != "m\n" {
+		t.Fatalf("root reads %s's MINE = %q", uidName(uid), got)
 	}
 	for _, args := range [][]string{
 		{"env", "set", "--user", "alice", "X", "v"},
