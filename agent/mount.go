@@ -268,6 +268,7 @@ func (m *mounter) work() {
 	for {
 		if m.gate != nil {
 			m.gate.Lock()
+			//lint:ignore SA2001 the point is to wait while a resolution holds the lock
 			m.gate.Unlock()
 		}
 		m.mu.Lock()
