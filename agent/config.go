@@ -72,7 +72,7 @@ type Config struct {
 // Default is one platform default from the [defaults] section.
 type Default struct{ Name, Value string }
 
-// baseConfig is the production layout of DESIGN §4.
+// baseConfig is the production layout of docs/design.md §4.
 func baseConfig() Config {
 	return Config{
 		StateDir:          "/var/lib/envlet",
@@ -99,7 +99,7 @@ func baseConfig() Config {
 	}
 }
 
-// devConfig lays everything out under dir (DESIGN §4, envletd -dev).
+// devConfig lays everything out under dir (docs/design.md §4, envletd -dev).
 func devConfig(dir string) Config {
 	c := baseConfig()
 	c.Dev = true

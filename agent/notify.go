@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// systemd integration (DESIGN §8): sd_notify (READY after the first fill,
+// systemd integration (docs/design.md §8): sd_notify (READY after the first fill,
 // RELOADING and READY around a reload on SIGHUP, STOPPING, WATCHDOG), and
 // the sockets from socket activation.
 

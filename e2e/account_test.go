@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// TestAccountErrorCodes drives every rule of DESIGN §1 through the CLI and
+// TestAccountErrorCodes drives every rule of docs/design.md §1 through the CLI and
 // checks the code, the exit status, and that nothing stored changed.
 func TestAccountErrorCodes(t *testing.T) {
 	a := startAgent(t, "")

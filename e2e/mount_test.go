@@ -21,7 +21,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// File-mounted env (DESIGN §6) against the real agent: the files appear,
+// File-mounted env (docs/design.md §6) against the real agent: the files appear,
 // follow changes, belong to the workload's uid alone, and go away.
 
 const (

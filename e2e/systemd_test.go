@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// systemd integration (DESIGN §8) against the real agent: sd_notify over a
+// systemd integration (docs/design.md §8) against the real agent: sd_notify over a
 // real unixgram socket, reload on SIGHUP, socket activation from a forked
 // process given LISTEN_FDS, and the credentials socket that serves
 // LoadCredential=, connected to the way systemd connects.
