@@ -29,6 +29,7 @@ var depRules = []struct {
 	{pkg: "agent/api/client", own: []string{"agent/api", "agent/wire"}, stdOnly: true},
 	// Leaves under agent/internal: no sibling, no agent, no HTTP.
 	{pkg: "agent/internal/memtrim", stdOnly: true, forbidden: []string{"net/http", "net"}},
+	{pkg: "agent/internal/regdir", forbidden: []string{"net/http"}},
 }
 
 func TestAgentDeps(t *testing.T) {
