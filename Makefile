@@ -41,13 +41,18 @@ test-python: build
 	cd clients/python && mypy --strict --python-version 3.9 --no-incremental src/envlet && \
 	  ENVLET_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
-test-short:
-	$(GO) test -count=1 ./...
 
+# Without the slow tests (builds of the binaries, long runs): -short.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# gofmt, vet and staticcheck (a tool of the module: go.mod's tool
+# directive pins its version, so no network beyond the module proxy).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 # Every benchmark, as root, into BENCHMARKS.md (under 10 minutes on 2 cores;
 # the first run also installs the peers it compares with). One section:

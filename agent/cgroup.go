@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Workload attestation by cgroup (DESIGN §3): the agent reads the peer's
+// Workload attestation by cgroup (docs/design.md §3): the agent reads the peer's
 // /proc/PID/cgroup and derives the systemd unit, the path and the container
 // id that `systemd_unit`, `cgroup` and `container_id` match against.
 //

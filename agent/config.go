@@ -72,7 +72,7 @@ type Config struct {
 // Default is one platform default from the [defaults] section.
 type Default struct{ Name, Value string }
 
-// baseConfig is the production layout of DESIGN §4.
+// baseConfig is the production layout of docs/design.md §4.
 func baseConfig() Config {
 	return Config{
 		StateDir:          "/var/lib/envlet",
@@ -99,7 +99,7 @@ func baseConfig() Config {
 	}
 }
 
-// devConfig lays everything out under dir (DESIGN §4, envletd -dev).
+// devConfig lays everything out under dir (docs/design.md §4, envletd -dev).
 func devConfig(dir string) Config {
 	c := baseConfig()
 	c.Dev = true
@@ -264,90 +264,4 @@ func ParseConfig(b []byte) (Config, error) {
 		return c, fmt.Errorf("read config: %w", err)
 	}
 	return c, nil
-}
-
-func (c *Config) set(k, v string) error {
-	str := map[string]*string{
-		"state_dir":          &c.StateDir,
-		"key_file":           &c.KeyFile,
-		"workload_socket":    &c.WorkloadSocket,
-		"admin_socket":       &c.AdminSocket,
-		"credentials_socket": &c.CredentialsSocket,
-		"workloads_dir":      &c.WorkloadsDir,
-		"mount_dir":          &c.MountDir,
-		"audit_log":          &c.AuditLog,
-		"admin_group":        &c.AdminGroup,
-		"log_level":          &c.LogLevel,
-		"etcd_prefix":        &c.EtcdPrefix,
-		"etcd_ca_file":       &c.EtcdCAFile,
-		"etcd_cert_file":     &c.EtcdCertFile,
-		"etcd_key_file":      &c.EtcdKeyFile,
-		"token_dir":          &c.TokenDir,
-	}
-	if p, ok := str[k]; ok {
-		*p = v
-		return nil
-	}
-	switch k {
-	case "log_format":
-		switch v {
-		case "text":
-			c.LogJSON = false
-		case "json":
-			c.LogJSON = true
-		default:
-			return errors.New("want text or json")
-		}
-	case "max_value_bytes", "account_var_limit":
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1<<20 {
-			return errors.New("want a whole number from 1 to 1048576")
-		}
-		if k == "max_value_bytes" {
-			c.MaxValueBytes = n
-		} else {
-			c.AccountVarLimit = n
-		}
-	case "max_conns", "max_conns_per_uid":
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1<<20 {
-			return errors.New("want a whole number from 1 to 1048576")
-		}
-		if k == "max_conns" {
-			c.MaxConns = n
-		} else {
-			c.MaxConnsPerUID = n
-		}
-	case "request_timeout":
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 100*time.Millisecond || d > time.Hour {
-			return errors.New("want a duration from 100ms to 1h, such as 5s")
-		}
-		c.RequestTimeout = d
-	case "reserved":
-		c.Reserved = strings.Fields(v)
-	case "admin_socket_mode":
-		n, err := strconv.ParseUint(v, 8, 32)
-		if err != nil || n&^0o666 != 0 || n&0o600 != 0o600 {
-			return errors.New("want an octal mode such as 0666 or 0660")
-		}
-		c.AdminSocketMode = os.FileMode(n)
-	case "mlockall":
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return errors.New("want true or false")
-		}
-		c.MlockAll = b
-	case "etcd_endpoints":
-		c.EtcdEndpoints = strings.Fields(strings.ReplaceAll(v, ",", " "))
-	case "etcd_timeout":
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
-			return errors.New("want a duration from 100ms to 10m, such as 5s")
-		}
-		c.EtcdTimeout = d
-	default:
-		return errors.New("unknown key")
-	}
-	return nil
 }

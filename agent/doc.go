@@ -1,6 +1,6 @@
 // Package agent is envletd: it reads the variables from a backend (fetch),
 // keeps their values in locked memory (cache), merges each registered
-// workload's environment from its sorted layers (DESIGN §2), and serves it
+// workload's environment from its sorted layers (docs/design.md §2), and serves it
 // on the workload socket (agent/wire) to the process the kernel says is on
 // the other end. The admin socket (HTTP/1.1 + JSON under /v1/) manages
 // variables, projects and registrations. Delivery beyond the launcher:

@@ -4,7 +4,7 @@ import (
 	"unicode/utf8"
 )
 
-// The file formats of a mount (DESIGN §6). Each appender writes one
+// The file formats of a mount (docs/design.md §6). Each appender writes one
 // variable into dst and reports whether the format can carry the value;
 // when it cannot, dst is returned unchanged and the caller lists the name
 // in the format's ".skipped" file instead. The appenders write into the

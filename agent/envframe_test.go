@@ -258,7 +258,6 @@ func TestEnvFrameMatchesReference(t *testing.T) {
 // as the store's batches change it.
 type fanAgent struct {
 	*Agent
-	t   *testing.T
 	rev fetch.Revision
 }
 

@@ -9,7 +9,7 @@ import (
 	"github.com/envlet/envlet/fetch"
 )
 
-// Variable groups (DESIGN §1, §2 layer 5): named bundles of variables at the
+// Variable groups (docs/design.md §1, §2 layer 5): named bundles of variables at the
 // organization level, written by admins only, assigned to projects in an
 // order kept in each project's meta record (a later group wins). Members
 // of a project see its groups' variables, masked values masked.

@@ -23,7 +23,7 @@ import (
 	"github.com/envlet/envlet/fetch"
 )
 
-// File-mounted env (DESIGN §6). For a registration with "mount": true the
+// File-mounted env (docs/design.md §6). For a registration with "mount": true the
 // agent keeps
 //
 //	<mount_dir>/<id>            a symlink to the version in force
@@ -268,6 +268,7 @@ func (m *mounter) work() {
 	for {
 		if m.gate != nil {
 			m.gate.Lock()
+			//lint:ignore SA2001 the point is to wait while a resolution holds the lock
 			m.gate.Unlock()
 		}
 		m.mu.Lock()

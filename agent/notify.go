@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// systemd integration (DESIGN §8): sd_notify (READY after the first fill,
+// systemd integration (docs/design.md §8): sd_notify (READY after the first fill,
 // RELOADING and READY around a reload on SIGHUP, STOPPING, WATCHDOG), and
 // the sockets from socket activation.
 
@@ -249,46 +249,6 @@ func (a *Agent) Reload() error {
 	a.mu.Unlock()
 	a.log.Info("config reloaded", "applied", applied)
 	return nil
-}
-
-// restartKeys names the settings that differ between two configs and that
-// a reload does not apply: every field of Config but the reloaded ones, so
-// a setting added later is covered too. Names are the config keys as far
-// as the field names give them (StateDir: state_dir).
-func restartKeys(cur, next Config) []string {
-	reloaded := map[string]bool{"Defaults": true, "LogLevel": true, "MaxValueBytes": true, "AccountVarLimit": true,
-		"Dev": true, "DevAdminUID": true}
-	var out []string
-	cv, nv := reflect.ValueOf(cur), reflect.ValueOf(next)
-	for i := 0; i < cv.NumField(); i++ {
-		f := cv.Type().Field(i)
-		if !f.IsExported() || reloaded[f.Name] {
-			continue
-		}
-		if !reflect.DeepEqual(cv.Field(i).Interface(), nv.Field(i).Interface()) {
-			out = append(out, snakeCase(f.Name))
-		}
-	}
-	return out
-}
-
-// snakeCase turns a Go field name into a config key: StateDir -> state_dir,
-// LogJSON -> log_json, MaxConnsPerUID -> max_conns_per_uid.
-func snakeCase(s string) string {
-	var b []byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' {
-			// A new word starts at an upper-case letter that follows a
-			// lower-case one, or that precedes one (the end of an acronym).
-			if i > 0 && (s[i-1] >= 'a' && s[i-1] <= 'z' || i+1 < len(s) && s[i+1] >= 'a' && s[i+1] <= 'z' && s[i-1] >= 'A' && s[i-1] <= 'Z') {
-				b = append(b, '_')
-			}
-			c += 'a' - 'A'
-		}
-		b = append(b, c)
-	}
-	return string(b)
 }
 
 // The settings a reload may change while requests run.

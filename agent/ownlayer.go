@@ -16,7 +16,7 @@ import (
 // The name id points into the agent's nameTable: names are not secret,
 // and the workloads of one deployment mostly share them, so each is kept
 // once in the Go heap however many workloads use it. The values live only
-// in the locked Buf. An empty value clears the name (DESIGN §2).
+// in the locked Buf. An empty value clears the name (docs/design.md §2).
 
 // nameTable interns the names of workloads' own variables. It changes
 // only with Agent.mu held for writing, and is read with it held.

@@ -12,7 +12,7 @@ import (
 	"github.com/envlet/envlet/fetch"
 )
 
-// Registration is the workload document of DESIGN §4, the same in
+// Registration is the workload document of docs/design.md §4, the same in
 // workloads.d/*.json, `envlet workload register` and POST /v1/workloads.
 type Registration struct {
 	ID        string            `json:"id"`

@@ -25,7 +25,7 @@ import (
 // change, so no one is served new content under an old envRev.
 //
 // The merge is a k-way merge of layers that are each sorted by name,
-// highest first (DESIGN §2: execution, runtime, account, project, groups
+// highest first (docs/design.md §2: execution, runtime, account, project, groups
 // last first, platform): for each name in order the highest layer that
 // holds it wins. A reserved name counts only in the platform layer; a
 // variable set --from-secret takes the secret the workload may read, and is
@@ -33,7 +33,7 @@ import (
 // and resolve, which also reports what each winner overrode; resolve is the
 // reference the merge is tested against.
 
-// Layer names as explain reports them (DESIGN §2).
+// Layer names as explain reports them (docs/design.md §2).
 const (
 	layerExecution = "execution"
 	layerRuntime   = "runtime"
@@ -75,7 +75,7 @@ type resolveState struct {
 }
 
 // layersFor gathers the layers for user in project, highest first
-// (DESIGN §2). w may be nil (explain for a user/project pair). Called with
+// (docs/design.md §2). w may be nil (explain for a user/project pair). Called with
 // a.mu held.
 func (a *Agent) layersFor(user, projectName string, w *workload) []layer {
 	var ls []layer

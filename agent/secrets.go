@@ -10,7 +10,7 @@ import (
 	"github.com/envlet/envlet/fetch"
 )
 
-// Secrets (DESIGN §1): private to a user (s/u/<user>/<NAME>) or shared with
+// Secrets (docs/design.md §1): private to a user (s/u/<user>/<NAME>) or shared with
 // one project's members (s/p/<project>/<NAME>). A secret record is sealed
 // like a variable: a flags byte (flagFile: the value is the base64 of a
 // file's bytes), then the value. Workloads reach secrets two ways: a

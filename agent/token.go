@@ -15,7 +15,7 @@ import (
 	"github.com/envlet/envlet/cache"
 )
 
-// Workload tokens (DESIGN §3): `"match": {"token": true}` makes the agent
+// Workload tokens (docs/design.md §3): `"match": {"token": true}` makes the agent
 // issue a random bearer token, written to TOKEN_DIR/ID (mode 0400, owned by
 // the workload's uid: match.uid, else root). The launcher sends the file's
 // content; the agent compares it in constant time. The token lives in

@@ -8,7 +8,7 @@ import (
 const maxNameLen = 256
 
 // validVarName reports whether name matches ^[A-Za-z_][A-Za-z0-9_]*$ and is at
-// most 256 bytes (DESIGN §1).
+// most 256 bytes (docs/design.md §1).
 func validVarName(name string) bool {
 	if name == "" || len(name) > maxNameLen {
 		return false
@@ -52,7 +52,7 @@ type Reserved struct {
 	prefixes []string
 }
 
-// DefaultReserved is DESIGN §1's list.
+// DefaultReserved is docs/design.md §1's list.
 var DefaultReserved = []string{"API_KEY", "MATERIAL_DIRECTORY", "PROJECT_ID", "HOPS_*", "HOPSWORKS_*", "HOPSFS_*", "ENVLET_*"}
 
 // NewReserved builds the rules from a list such as DefaultReserved.
@@ -106,7 +106,7 @@ func (a *Agent) checkValue(name string, v []byte) error {
 	return nil
 }
 
-// masked reports whether a value must be shown as ******** (DESIGN §1).
+// masked reports whether a value must be shown as ******** (docs/design.md §1).
 func masked(name string, secret bool) bool {
 	if secret {
 		return true

@@ -9,7 +9,7 @@ import (
 	"github.com/envlet/envlet/agent/wire"
 )
 
-// Rotation to running programs (DESIGN §7). A launcher started with --watch
+// Rotation to running programs (docs/design.md §7). A launcher started with --watch
 // sends Watch; the agent answers with the Env frame, then one Changed frame
 // each time the workload's environment changes, until either side closes.
 // The launcher then asks GetEnv again, which also clears `stale` in

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// TestAccountErrorCodes drives every rule of DESIGN §1 through the CLI and
+// TestAccountErrorCodes drives every rule of docs/design.md §1 through the CLI and
 // checks the code, the exit status, and that nothing stored changed.
 func TestAccountErrorCodes(t *testing.T) {
 	a := startAgent(t, "")
@@ -106,12 +106,12 @@ func TestAccountLimit(t *testing.T) {
 // (named by their uid here: the uid has no passwd entry) and nothing else.
 func TestOwnAccountOnly(t *testing.T) {
 	a := startAgent(t, "")
-	const uid = 4101
+	uid := freeUID(t)
 	if r := a.cliAs(uid, "env", "set", "MINE", "m"); r.code != 0 {
 		t.Fatalf("own set: %s", r)
 	}
-	if got := a.cli("env", "get", "--user", "4101", "MINE"); got != "m\n" {
-		t.Fatalf("root reads 4101's MINE = %q", got)
+	if got := a.cli("env", "get", "--user", uidName(uid), "MINE"); got != "m\n" {
+		t.Fatalf("root reads %s's MINE = %q", uidName(uid), got)
 	}
 	for _, args := range [][]string{
 		{"env", "set", "--user", "alice", "X", "v"},

@@ -76,10 +76,11 @@ func (a *agentProc) hmacOf(value string) string {
 
 func TestAuditLog(t *testing.T) {
 	a := startAgent(t, "")
-	const uid, stranger, unregistered = 4801, 4802, 4803
+	u := freeUIDs(t, 3)
+	uid, stranger, unregistered := u[0], u[1], u[2]
 	a.cli("project", "create", "fraud")
-	a.cli("project", "add-member", "fraud", "4801")
-	a.register(map[string]any{"id": "w", "user": "4801", "project": "fraud", "match": map[string]any{"uid": uid}})
+	a.cli("project", "add-member", "fraud", uidName(uid))
+	a.register(map[string]any{"id": "w", "user": uidName(uid), "project": "fraud", "match": map[string]any{"uid": uid}})
 	for _, args := range [][]string{
 		{"env", "set", "API_TOKEN", "canary-audit-1"},
 		{"secret", "create", "S", "canary-audit-3"},
@@ -118,9 +119,11 @@ func TestAuditLog(t *testing.T) {
 		check func(auditLine) bool
 	}{
 		{"account write by its user, with the value's HMAC",
-			func(l auditLine) bool { return l.Action == "set" && l.Scope == "user:4801" && l.Name == "API_TOKEN" },
 			func(l auditLine) bool {
-				return l.UID != nil && *l.UID == uid && l.User == "4801" && l.PID > 0 && l.HMAC == h["canary-audit-1"] && l.Socket == "admin"
+				return l.Action == "set" && l.Scope == "user:"+uidName(uid) && l.Name == "API_TOKEN"
+			},
+			func(l auditLine) bool {
+				return l.UID != nil && *l.UID == int64(uid) && l.User == uidName(uid) && l.PID > 0 && l.HMAC == h["canary-audit-1"] && l.Socket == "admin"
 			}},
 		{"a variable from a secret names the secret, no HMAC",
 			func(l auditLine) bool { return l.Action == "set" && l.Name == "FROM_S" },
@@ -129,7 +132,9 @@ func TestAuditLog(t *testing.T) {
 			func(l auditLine) bool { return l.Action == "set" && l.Scope == "project:fraud" && l.Name == "PV" },
 			func(l auditLine) bool { return *l.UID == 0 && l.HMAC == h["canary-audit-2"] }},
 		{"secret create",
-			func(l auditLine) bool { return l.Action == "create" && l.Scope == "secret:user:4801" && l.Name == "S" },
+			func(l auditLine) bool {
+				return l.Action == "create" && l.Scope == "secret:user:"+uidName(uid) && l.Name == "S"
+			},
 			func(l auditLine) bool { return l.HMAC == h["canary-audit-3"] }},
 		{"group write",
 			func(l auditLine) bool { return l.Action == "set" && l.Scope == "group:g" && l.Name == "GV" },
@@ -140,33 +145,33 @@ func TestAuditLog(t *testing.T) {
 		{"env served: revision and the HMAC of every value",
 			func(l auditLine) bool { return l.Action == "serve" && l.Workload == "w" && l.Name == "" },
 			func(l auditLine) bool {
-				return *l.UID == uid && l.PID > 0 && l.Revision > 0 && l.Socket == "workload" &&
+				return *l.UID == int64(uid) && l.PID > 0 && l.Revision > 0 && l.Socket == "workload" &&
 					l.HMACs["API_TOKEN"] == h["canary-audit-1"] && l.HMACs["PV"] == h["canary-audit-2"] &&
 					l.HMACs["FROM_S"] == h["canary-audit-3"] && l.HMACs["GV"] == h["canary-audit-4"]
 			}},
 		{"secret served over the workload socket",
 			func(l auditLine) bool { return l.Action == "serve" && l.Name == "S" },
 			func(l auditLine) bool {
-				return l.Workload == "w" && l.Scope == "secret:user:4801" && l.HMACs["S"] == h["canary-audit-3"] && l.Revision > 0
+				return l.Workload == "w" && l.Scope == "secret:user:"+uidName(uid) && l.HMACs["S"] == h["canary-audit-3"] && l.Revision > 0
 			}},
 		{"reveal of a masked variable",
 			func(l auditLine) bool { return l.Action == "reveal" && l.Name == "API_TOKEN" },
-			func(l auditLine) bool { return l.Scope == "user:4801" && *l.UID == uid }},
+			func(l auditLine) bool { return l.Scope == "user:"+uidName(uid) && *l.UID == int64(uid) }},
 		{"reveal of a secret",
 			func(l auditLine) bool { return l.Action == "reveal" && l.Name == "S" },
-			func(l auditLine) bool { return l.Scope == "secret:user:4801" && l.HMAC == h["canary-audit-3"] }},
+			func(l auditLine) bool { return l.Scope == "secret:user:"+uidName(uid) && l.HMAC == h["canary-audit-3"] }},
 		{"refusal on the admin socket: pid, uid, reason",
 			func(l auditLine) bool { return l.Action == "refuse" && l.Request == "POST /v1/projects" },
 			func(l auditLine) bool {
-				return *l.UID == stranger && l.PID > 0 && l.Code == "PERMISSION_DENIED" && l.Reason != "" && l.Socket == "admin"
+				return *l.UID == int64(stranger) && l.PID > 0 && l.Code == "PERMISSION_DENIED" && l.Reason != "" && l.Socket == "admin"
 			}},
 		{"refusal of audit hmac",
 			func(l auditLine) bool { return l.Action == "refuse" && l.Request == "POST /v1/audit/hmac" },
-			func(l auditLine) bool { return *l.UID == stranger }},
+			func(l auditLine) bool { return *l.UID == int64(stranger) }},
 		{"refusal on the workload socket: pid, uid, reason",
 			func(l auditLine) bool { return l.Action == "refuse" && l.Socket == "workload" },
 			func(l auditLine) bool {
-				return *l.UID == unregistered && l.PID > 0 && l.Code == "WORKLOAD_UNKNOWN" && l.Reason != ""
+				return *l.UID == int64(unregistered) && l.PID > 0 && l.Code == "WORKLOAD_UNKNOWN" && l.Reason != ""
 			}},
 		{"an HMAC request is audited",
 			func(l auditLine) bool { return l.Action == "hmac" },

@@ -233,7 +233,7 @@ func TestEtcdAgentsShareStore(t *testing.T) {
 		nodes = append(nodes, startEtcdAgent(t, c.Endpoints(), prefix, keys))
 	}
 	a, b, cn := nodes[0], nodes[1], nodes[2]
-	const uid = 4901
+	uid := freeUID(t)
 	const canary = "canary-etcd-acct-71d2"
 	a.aliceWorkload(uid)
 	a.cli("env", "set", "--user", "alice", "ACCT_TOKEN", canary)
@@ -340,7 +340,7 @@ func TestEtcdThreeMembers(t *testing.T) {
 	keys := newKeyRing(t)
 	a := startEtcdAgent(t, c.Endpoints(), "/three/", keys)
 	b := startEtcdAgent(t, c.Endpoints(), "/three/", keys)
-	const uid = 4911
+	uid := freeUID(t)
 	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "V", "0")
 	b.waitEnv(uid, "V", ptr("0"))
@@ -402,7 +402,7 @@ func TestEtcdRestartWhileDown(t *testing.T) {
 	keys := newKeyRing(t)
 	a := startEtcdAgent(t, c.Endpoints(), "/down/", keys)
 	b := startEtcdAgent(t, c.Endpoints(), "/down/", keys)
-	const uid = 4921
+	uid := freeUID(t)
 	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "V", "v1")
 	a.waitEnv(uid, "V", ptr("v1"))
@@ -466,7 +466,7 @@ func TestEtcdCompactionDuringWatch(t *testing.T) {
 	keys := newKeyRing(t)
 	a := startEtcdAgent(t, c.Endpoints()[:2], "/compact/", keys)
 	b := startEtcdAgent(t, c.Endpoints()[2:], "/compact/", keys) // member 2 only
-	const uid = 4931
+	uid := freeUID(t)
 	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "V", "0")
 	b.waitEnv(uid, "V", ptr("0"))
@@ -507,7 +507,7 @@ func TestEtcdKeyRotation(t *testing.T) {
 	eps := strings.Join(c.Endpoints(), ",")
 	a := startEtcdAgent(t, c.Endpoints(), prefix, ringA)
 	b := startEtcdAgent(t, c.Endpoints(), prefix, ringB)
-	const uid = 4941
+	uid := freeUID(t)
 	a.aliceWorkload(uid)
 	a.cli("project", "env", "set", "p", "PV", "pv")
 	a.cli("env", "set", "--user", "alice", "ACCT", "acct")
@@ -783,7 +783,7 @@ func BenchmarkEtcdPropagation(b *testing.B) {
 // re-encrypts every record; the old key can then go.
 func TestKeyRotateLocal(t *testing.T) {
 	a := startAgent(t, "PATH = /usr/bin:/bin")
-	const uid = 4951
+	uid := freeUID(t)
 	a.aliceWorkload(uid)
 	a.cli("env", "set", "--user", "alice", "ACCT", "acct")
 	a.stop()

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,19 +23,6 @@ import (
 // read-only. A write fails with its code and a message that says what to
 // do; no acknowledged write is lost; workloads are still served; once
 // there is room again writes work without a restart.
-
-// freeUID returns a uid from base up that has no passwd entry, for a
-// workload's processes.
-func freeUID(t *testing.T, base uint32) uint32 {
-	t.Helper()
-	for uid := base; uid < base+1000; uid++ {
-		if _, err := user.LookupId(strconv.Itoa(int(uid))); err != nil {
-			return uid
-		}
-	}
-	t.Fatalf("no uid without a passwd entry in %d..%d", base, base+1000)
-	return 0
-}
 
 // mountTmpfs mounts a tmpfs of size bytes at dir (made if missing) and
 // unmounts it at the end of the test, after the agent has stopped.
@@ -143,7 +129,7 @@ func putVar(t *testing.T, hc *http.Client, name, value string) apiErr {
 func faultAgent(t *testing.T) (*agentProc, uint32) {
 	t.Helper()
 	a := startAgentConf(t, "", "")
-	uid := freeUID(t, 4700)
+	uid := freeUID(t)
 	a.cli("project", "create", "p")
 	a.cli("project", "add-member", "p", "alice")
 	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": uid}})

@@ -38,7 +38,7 @@ OVER_PLATFORM = platform
 G_CLEARS = platform`
 
 // setupGroups: project fraud with groups g1, g2, g3 in that order, a
-// variable in every position between the layers, and alice (uid 4301) a
+// variable in every position between the layers, and alice (uid a.uid("w1")) a
 // member with a workload.
 func setupGroups(t *testing.T) *agentProc {
 	a := startAgent(t, groupDefaults)
@@ -63,7 +63,7 @@ func setupGroups(t *testing.T) *agentProc {
 	a.cli("env", "set", "--user", "alice", "ACCT_OVER_G", "account")
 	a.cli("project", "groups", "fraud", "g1", "g2", "g3")
 	a.register(map[string]any{
-		"id": "w1", "user": "alice", "project": "fraud", "match": map[string]any{"uid": 4301},
+		"id": "w1", "user": "alice", "project": "fraud", "match": map[string]any{"uid": a.uid("w1")},
 		"runtime":   map[string]string{"RT_OVER_G": "runtime"},
 		"execution": map[string]string{"EXEC_OVER_G": "exec"},
 	})
@@ -86,7 +86,7 @@ func checkEnv(t *testing.T, env map[string]string, want map[string]string) {
 
 func TestGroupPrecedence(t *testing.T) {
 	a := setupGroups(t)
-	env, r := a.launchEnv(4301, 4301, "G_CLEARS=image")
+	env, r := a.launchEnv(a.uid("w1"), a.uid("w1"), "G_CLEARS=image")
 	if r.code != 0 {
 		t.Fatalf("launch: %s", r)
 	}
@@ -132,7 +132,7 @@ func TestGroupPrecedence(t *testing.T) {
 
 	// Reordering the groups changes the winner at the next launch.
 	a.cli("project", "groups", "fraud", "g3", "g2", "g1")
-	env, _ = a.launchEnv(4301, 4301)
+	env, _ = a.launchEnv(a.uid("w1"), a.uid("w1"))
 	checkEnv(t, env, map[string]string{"IN_ALL3": "from-g1", "G1_G2": "from-g1"})
 	if e := a.explainMap("--workload", "w1")["IN_ALL3"]; e.Layer != "group:g1" || strings.Join(e.Overrides, ",") != "group:g2,group:g3" {
 		t.Errorf("after reorder, explain IN_ALL3: %+v", e)
@@ -144,28 +144,28 @@ func TestGroupPrecedence(t *testing.T) {
 func TestGroupChanges(t *testing.T) {
 	a := setupGroups(t)
 	a.cli("project", "create", "ml")
-	a.register(map[string]any{"id": "w2", "user": "bob", "project": "ml", "match": map[string]any{"uid": 4302}})
+	a.register(map[string]any{"id": "w2", "user": "bob", "project": "ml", "match": map[string]any{"uid": a.uid("w2")}})
 	a.cli("group", "assign", "g1", "ml")
 	a.cli("group", "assign", "g1", "ml") // again: keeps its place, changes nothing
-	env, _ := a.launchEnv(4302, 4302)
+	env, _ := a.launchEnv(a.uid("w2"), a.uid("w2"))
 	checkEnv(t, env, map[string]string{"ONLY_G1": "one", "IN_ALL3": "from-g1"})
 
 	a.cli("group", "set", "g1", "ONLY_G1", "changed")
-	for _, uid := range []uint32{4301, 4302} {
+	for _, uid := range []uint32{a.uid("w1"), a.uid("w2")} {
 		env, _ = a.launchEnv(uid, uid)
 		checkEnv(t, env, map[string]string{"ONLY_G1": "changed"})
 	}
 	a.cli("group", "unset", "g1", "ONLY_G1")
-	env, _ = a.launchEnv(4301, 4301)
+	env, _ = a.launchEnv(a.uid("w1"), a.uid("w1"))
 	checkEnv(t, env, map[string]string{"ONLY_G1": ""})
 
 	// assign puts a group last: g1 now beats g3 in ml's order [g1] → [g1, g3].
 	a.cli("group", "assign", "g3", "ml")
-	env, _ = a.launchEnv(4302, 4302)
+	env, _ = a.launchEnv(a.uid("w2"), a.uid("w2"))
 	checkEnv(t, env, map[string]string{"IN_ALL3": "from-g3"})
 
 	a.cli("group", "unassign", "g3", "ml", "fraud")
-	env, _ = a.launchEnv(4301, 4301)
+	env, _ = a.launchEnv(a.uid("w1"), a.uid("w1"))
 	checkEnv(t, env, map[string]string{"IN_ALL3": "from-g2", "PROJ_OVER_G": "project", "EXEC_OVER_G": "exec"})
 	// Unassigning a group a project does not have fails and changes nothing.
 	rev := a.revision()
@@ -187,7 +187,7 @@ func TestGroupChanges(t *testing.T) {
 	if len(p.Groups) != 0 {
 		t.Errorf("after deleting g1, ml's groups = %v, want none", p.Groups)
 	}
-	env, _ = a.launchEnv(4301, 4301)
+	env, _ = a.launchEnv(a.uid("w1"), a.uid("w1"))
 	checkEnv(t, env, map[string]string{"G1_G2": "from-g2", "OVER_PLATFORM": "platform", "RT_OVER_G": "runtime"})
 	// A group created again under the same name starts empty and unassigned.
 	a.cli("group", "create", "g1")
@@ -234,9 +234,9 @@ func TestGroupErrors(t *testing.T) {
 // masked even with --reveal; admins reveal; others see nothing.
 func TestGroupVisibility(t *testing.T) {
 	a := startAgent(t, "")
-	const member, other = 4311, 4312
+	member, other := a.uid("member"), a.uid("other")
 	a.cli("project", "create", "fraud")
-	a.cli("project", "add-member", "fraud", "4311")
+	a.cli("project", "add-member", "fraud", uidName(member))
 	a.cli("group", "create", "base")
 	a.cli("group", "create", "hidden")
 	a.cli("group", "set", "base", "PLAIN", "visible")
@@ -278,7 +278,7 @@ func TestGroupVisibility(t *testing.T) {
 		t.Errorf("non-member list: %s", r)
 	}
 	// A member's explain shows group variables, masked ones masked.
-	r = a.cliAs(member, "explain", "--user", "4311", "--project", "fraud", "--reveal", "--json")
+	r = a.cliAs(member, "explain", "--user", uidName(member), "--project", "fraud", "--reveal", "--json")
 	if r.code != 0 || !strings.Contains(r.stdout, `"group:base"`) || !strings.Contains(r.stdout, "visible") {
 		t.Errorf("member explain: %s", r)
 	}

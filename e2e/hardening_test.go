@@ -172,31 +172,31 @@ func flood(t *testing.T, sock string, uid uint32, n, want int, mode string) (sto
 func TestFloodFromOneUID(t *testing.T) {
 	a := startAgentConf(t, "request_timeout = 5m\nmax_conns_per_uid = 32\nmax_conns = 1024\n", "")
 	a.cli("project", "create", "p")
-	for _, uid := range []int{4970, 4971, 4972} {
+	for _, uid := range []uint32{a.uid("silent"), a.uid("polite"), a.uid("partial")} {
 		a.register(map[string]any{"id": fmt.Sprintf("w%d", uid), "user": "u", "project": "p", "match": map[string]any{"uid": uid},
-			"runtime": map[string]string{"WHO": strconv.Itoa(uid)}})
+			"runtime": map[string]string{"WHO": uidName(uid)}})
 	}
-	stop1 := flood(t, a.workSock, 4970, 300, 300-32, "silent")
+	stop1 := flood(t, a.workSock, a.uid("silent"), 300, 300-32, "silent")
 	defer stop1()
-	stop2 := flood(t, a.workSock, 4972, 40, 40-32, "partial")
+	stop2 := flood(t, a.workSock, a.uid("partial"), 40, 40-32, "partial")
 	defer stop2()
 	for i := 0; i < 5; i++ {
-		if env, r := a.launchEnv(4971, 4971); env["WHO"] != "4971" {
+		if env, r := a.launchEnv(a.uid("polite"), a.uid("polite")); env["WHO"] != uidName(a.uid("polite")) {
 			t.Fatalf("a well-behaved uid during the flood: %s", r)
 		}
 	}
-	if r := a.runAs(4970, 4970, "", nil, bins.exec, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "TOO_MANY_CONNECTIONS") || !strings.Contains(r.stderr, "max_conns_per_uid") {
+	if r := a.runAs(a.uid("silent"), a.uid("silent"), "", nil, bins.exec, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "TOO_MANY_CONNECTIONS") || !strings.Contains(r.stderr, "max_conns_per_uid") {
 		t.Fatalf("the flooding uid's own launcher: %s", r)
 	}
 	b, _ := os.ReadFile(a.audit)
 	records := 0
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, `"code":"TOO_MANY_CONNECTIONS"`) && strings.Contains(l, `"uid":4970`) {
+		if strings.Contains(l, `"code":"TOO_MANY_CONNECTIONS"`) && strings.Contains(l, `"uid":`+uidName(a.uid("silent"))) {
 			records++
 		}
 	}
 	if records < 1 || records > 3 {
-		t.Fatalf("%d audit records for 269 refusals of uid 4970; want a rate-limited few:\n%s", records, b)
+		t.Fatalf("%d audit records for 269 refusals of uid %d; want a rate-limited few:\n%s", records, a.uid("silent"), b)
 	}
 	stop1()
 	stop2()
@@ -204,8 +204,8 @@ func TestFloodFromOneUID(t *testing.T) {
 	// close) the uid is served again.
 	a.waitLog("read request:", 64)
 	for try := 0; ; try++ {
-		env, r := a.launchEnv(4970, 4970)
-		if env["WHO"] == "4970" {
+		env, r := a.launchEnv(a.uid("silent"), a.uid("silent"))
+		if env["WHO"] == uidName(a.uid("silent")) {
 			break
 		}
 		// The slot goes back just after the refusal is logged.
@@ -221,7 +221,7 @@ func TestFloodFromOneUID(t *testing.T) {
 func TestGarbageFlood(t *testing.T) {
 	a := startAgentConf(t, "max_conns_per_uid = 1000\n", "")
 	cmd := helperCmd(t, "flood", a.workSock, "400", "garbage")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4977, Gid: 4977}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: a.uid("garbage"), Gid: a.uid("garbage")}}
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -242,7 +242,7 @@ func TestGarbageFlood(t *testing.T) {
 	b, _ := os.ReadFile(a.audit)
 	records := 0
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, `"code":"BAD_REQUEST"`) && strings.Contains(l, `"uid":4977`) {
+		if strings.Contains(l, `"code":"BAD_REQUEST"`) && strings.Contains(l, `"uid":`+uidName(a.uid("garbage"))) {
 			records++
 		}
 	}
@@ -256,13 +256,13 @@ func TestGarbageFlood(t *testing.T) {
 // a uid too; more get a 503 with the code, root's CLI keeps working.
 func TestAdminFlood(t *testing.T) {
 	a := startAgentConf(t, "max_conns_per_uid = 8\n", "")
-	stop := flood(t, a.adminSock, 4975, 20, 12, "silent")
+	stop := flood(t, a.adminSock, a.uid("flooder"), 20, 12, "silent")
 	defer stop()
 	a.cli("project", "create", "p")
-	if r := a.cliAs(4975, "whoami"); r.code != 1 || !strings.Contains(r.stderr, "TOO_MANY_CONNECTIONS") {
+	if r := a.cliAs(a.uid("flooder"), "whoami"); r.code != 1 || !strings.Contains(r.stderr, "TOO_MANY_CONNECTIONS") {
 		t.Fatalf("the flooding uid's CLI: %s", r)
 	}
-	if r := a.cliAs(4976, "whoami"); r.code != 0 {
+	if r := a.cliAs(a.uid("bystander"), "whoami"); r.code != 0 {
 		t.Fatalf("another uid's CLI: %s", r)
 	}
 }
@@ -287,7 +287,7 @@ func TestAdminBadInputMatrix(t *testing.T) {
 	const canary = "canary bad!input 5e0a"
 	a.cli("project", "create", "p")
 	a.cli("env", "set", "--user", "alice", "KEEP", "kept")
-	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": 4980}})
+	a.register(map[string]any{"id": "w", "user": "alice", "project": "p", "match": map[string]any{"uid": a.uid("w")}})
 	a.cli("project", "add-member", "p", "alice")
 	stateBefore := func() string {
 		return a.cli("env", "list", "--user", "alice", "--json") + a.cli("project", "env", "list", "p", "--json") + a.cli("workload", "list", "--json")
@@ -352,7 +352,7 @@ func TestAdminBadInputMatrix(t *testing.T) {
 	if after := stateBefore(); after != before || statusRev() != rev {
 		t.Fatalf("stored state changed:\n%s\n---\n%s", before, after)
 	}
-	if env, r := a.launchEnv(4980, 4980); env["KEEP"] != "kept" {
+	if env, r := a.launchEnv(a.uid("w"), a.uid("w")); env["KEEP"] != "kept" {
 		t.Fatalf("the agent stopped serving: %s", r)
 	}
 	a.stop()

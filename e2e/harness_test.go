@@ -119,6 +119,8 @@ type agentProc struct {
 
 	mu         sync.Mutex
 	transcript bytes.Buffer // every CLI and launcher output, for canary checks
+
+	uids map[string]uint32 // the test's uids by role (uid)
 }
 
 // startAgent writes a config with the given [defaults] lines and starts the

@@ -153,26 +153,26 @@ func TestIdentitySystemdUnit(t *testing.T) {
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "by-unit", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": unit},
 		"runtime": map[string]string{"WHO": "by-unit"}})
-	a.register(map[string]any{"id": "unit-and-uid", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": "other-" + unit, "uid": 4911}})
+	a.register(map[string]any{"id": "unit-and-uid", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": "other-" + unit, "uid": a.uid("unit-and-uid")}})
 
-	r := a.launchIn(4910, dirs, nil, "--", "env")
+	r := a.launchIn(a.uid("unit"), dirs, nil, "--", "env")
 	if env := envOf(r.stdout); r.code != 0 || env["WHO"] != "by-unit" {
 		t.Fatalf("a process of %s: %s", unit, r)
 	}
-	if r := a.launchIn(4910, subDirs, nil, "--", "env"); r.code != 0 || envOf(r.stdout)["WHO"] != "by-unit" {
+	if r := a.launchIn(a.uid("unit"), subDirs, nil, "--", "env"); r.code != 0 || envOf(r.stdout)["WHO"] != "by-unit" {
 		t.Fatalf("a process in a cgroup below %s: %s", unit, r)
 	}
 	// Outside the unit: refused, and told what the agent saw.
-	r = a.launchIn(4910, nil, nil, "--", "env")
-	if r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") || !strings.Contains(r.stderr, "uid 4910 gid 4910, cgroup /") || !strings.Contains(r.stderr, "no token") {
+	r = a.launchIn(a.uid("unit"), nil, nil, "--", "env")
+	if r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") || !strings.Contains(r.stderr, "uid "+uidName(a.uid("unit"))+" gid "+uidName(a.uid("unit"))+", cgroup /") || !strings.Contains(r.stderr, "no token") {
 		t.Fatalf("outside the unit: %s", r)
 	}
 	// uid and unit: both must match.
 	otherDirs := makeCgroups(t, "/system.slice/other-"+unit)
-	if r := a.launchIn(4912, otherDirs, nil, "--", "env"); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") || !strings.Contains(r.stderr, "unit other-"+unit) {
+	if r := a.launchIn(a.uid("other-unit"), otherDirs, nil, "--", "env"); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") || !strings.Contains(r.stderr, "unit other-"+unit) {
 		t.Fatalf("right unit, wrong uid: %s", r)
 	}
-	if r := a.launchIn(4911, otherDirs, nil, "--", "true"); r.code != 0 {
+	if r := a.launchIn(a.uid("unit-and-uid"), otherDirs, nil, "--", "true"); r.code != 0 {
 		t.Fatalf("right unit, right uid: %s", r)
 	}
 }
@@ -200,21 +200,21 @@ func TestIdentityContainer(t *testing.T) {
 	a.register(map[string]any{"id": "ctr", "user": "u", "project": "p", "match": map[string]any{"container_id": id},
 		"runtime": map[string]string{"WHO": "container"}})
 	a.register(map[string]any{"id": "shim", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": shim}})
-	r := a.launchIn(4920, dirs, nil, "--", "env")
+	r := a.launchIn(a.uid("container"), dirs, nil, "--", "env")
 	if env := envOf(r.stdout); r.code != 0 || env["WHO"] != "container" {
 		t.Fatalf("the container's process: %s", r)
 	}
 	a.cli("workload", "delete", "ctr")
 	a.register(map[string]any{"id": "short", "user": "u", "project": "p", "match": map[string]any{"container_id": id[:12]},
 		"runtime": map[string]string{"WHO": "short"}})
-	if r := a.launchIn(4920, dirs, nil, "--", "env"); r.code != 0 || envOf(r.stdout)["WHO"] != "short" {
+	if r := a.launchIn(a.uid("container"), dirs, nil, "--", "env"); r.code != 0 || envOf(r.stdout)["WHO"] != "short" {
 		t.Fatalf("short id: %s", r)
 	}
 	// Another container's id does not match, and the refusal names the
 	// container the agent saw.
 	a.cli("workload", "delete", "short")
 	a.register(map[string]any{"id": "other", "user": "u", "project": "p", "match": map[string]any{"container_id": randHex(32)}})
-	if r := a.launchIn(4920, dirs, nil, "--", "env"); r.code != 125 || !strings.Contains(r.stderr, "container "+id) {
+	if r := a.launchIn(a.uid("container"), dirs, nil, "--", "env"); r.code != 125 || !strings.Contains(r.stderr, "container "+id) {
 		t.Fatalf("another container's registration: %s", r)
 	}
 }
@@ -228,10 +228,10 @@ func TestIdentityCgroupPrefix(t *testing.T) {
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "prefix", "user": "u", "project": "p", "match": map[string]any{"cgroup": base + "/jobs"}})
-	if r := a.launchIn(4930, in, nil, "--", "true"); r.code != 0 {
+	if r := a.launchIn(a.uid("cgroup"), in, nil, "--", "true"); r.code != 0 {
 		t.Fatalf("below the prefix: %s", r)
 	}
-	if r := a.launchIn(4930, beside, nil, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") {
+	if r := a.launchIn(a.uid("cgroup"), beside, nil, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") {
 		t.Fatalf("a sibling whose name starts with the prefix: %s", r)
 	}
 }
@@ -244,8 +244,8 @@ func TestIdentityAmbiguous(t *testing.T) {
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "claim-a", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": unit}})
-	a.register(map[string]any{"id": "claim-b", "user": "u", "project": "p", "match": map[string]any{"uid": 4940}})
-	r := a.launchIn(4940, dirs, nil, "--", "true")
+	a.register(map[string]any{"id": "claim-b", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("claim")}})
+	r := a.launchIn(a.uid("claim"), dirs, nil, "--", "true")
 	if r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_AMBIGUOUS") || !strings.Contains(r.stderr, "claim-a, claim-b") {
 		t.Fatalf("two claims: %s", r)
 	}
@@ -270,7 +270,7 @@ func TestTokens(t *testing.T) {
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	reg := filepath.Join(a.dir, "tok.json")
-	os.WriteFile(reg, []byte(`{"id":"tok","user":"u","project":"p","match":{"token":true,"uid":4950},"runtime":{"WHO":"tok"}}`), 0o600)
+	os.WriteFile(reg, []byte(`{"id":"tok","user":"u","project":"p","match":{"token":true,"uid":`+uidName(a.uid("tok"))+`},"runtime":{"WHO":"tok"}}`), 0o600)
 	out := a.cli("workload", "register", reg)
 	path := filepath.Join(a.dir, "tokens", "tok")
 	if !strings.Contains(out, "token file: "+path) {
@@ -288,7 +288,7 @@ func TestTokens(t *testing.T) {
 		b, _ := os.ReadFile(path)
 		return strings.TrimSpace(string(b))
 	}
-	token := checkFile(path, 4950)
+	token := checkFile(path, a.uid("tok"))
 	if len(token) != 64 {
 		t.Fatalf("token of %d characters", len(token))
 	}
@@ -302,10 +302,10 @@ func TestTokens(t *testing.T) {
 	}
 
 	// The workload reads its own token file, by flag or environment.
-	if env, r := a.launchEnv(4950, 4950, "ENVLET_TOKEN_FILE="+path); env["WHO"] != "tok" {
+	if env, r := a.launchEnv(a.uid("tok"), a.uid("tok"), "ENVLET_TOKEN_FILE="+path); env["WHO"] != "tok" {
 		t.Fatalf("with the token: %s", r)
 	}
-	if r := a.runAs(4950, 4950, "", nil, bins.exec, "--token-file", path, "--", "true"); r.code != 0 {
+	if r := a.runAs(a.uid("tok"), a.uid("tok"), "", nil, bins.exec, "--token-file", path, "--", "true"); r.code != 0 {
 		t.Fatalf("with --token-file: %s", r)
 	}
 	// Without it, with another, or as another uid: refused.
@@ -316,36 +316,36 @@ func TestTokens(t *testing.T) {
 		uid  uint32
 		env  []string
 	}{
-		{"NoToken", 4950, nil},
-		{"WrongToken", 4950, []string{"ENVLET_TOKEN_FILE=" + wrong}},
-		{"OtherUID", 4951, []string{"ENVLET_TOKEN_FILE=" + wrong}},
+		{"NoToken", a.uid("tok"), nil},
+		{"WrongToken", a.uid("tok"), []string{"ENVLET_TOKEN_FILE=" + wrong}},
+		{"OtherUID", a.uid("stranger"), []string{"ENVLET_TOKEN_FILE=" + wrong}},
 	} {
 		if r := a.runAs(tt.uid, tt.uid, "", tt.env, bins.exec, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") {
 			t.Errorf("%s: %s", tt.name, r)
 		}
 	}
 	// Another uid cannot read the file.
-	if r := a.runAs(4951, 4951, "", nil, "/bin/cat", path); r.code == 0 {
+	if r := a.runAs(a.uid("stranger"), a.uid("stranger"), "", nil, "/bin/cat", path); r.code == 0 {
 		t.Fatal("another uid read the token file")
 	}
 
 	// A file registration gets one too; both survive a kill -9 and restart.
-	os.WriteFile(filepath.Join(a.workDir, "ftok.json"), []byte(`{"id":"ftok","user":"u","project":"p","match":{"token":true,"uid":4952}}`), 0o644)
+	os.WriteFile(filepath.Join(a.workDir, "ftok.json"), []byte(`{"id":"ftok","user":"u","project":"p","match":{"token":true,"uid":`+uidName(a.uid("ftok"))+`}}`), 0o644)
 	a.waitLog("workload registered: workload=ftok", 1)
 	fpath := filepath.Join(a.dir, "tokens", "ftok")
-	ftoken := checkFile(fpath, 4952)
+	ftoken := checkFile(fpath, a.uid("ftok"))
 	a.kill()
 	a.start()
-	if got := checkFile(path, 4950); got != token {
+	if got := checkFile(path, a.uid("tok")); got != token {
 		t.Fatal("the API registration's token changed across a restart")
 	}
-	if got := checkFile(fpath, 4952); got != ftoken {
+	if got := checkFile(fpath, a.uid("ftok")); got != ftoken {
 		t.Fatal("the file registration's token changed across a restart")
 	}
-	if r := a.runAs(4950, 4950, "", []string{"ENVLET_TOKEN_FILE=" + path}, bins.exec, "--", "true"); r.code != 0 {
+	if r := a.runAs(a.uid("tok"), a.uid("tok"), "", []string{"ENVLET_TOKEN_FILE=" + path}, bins.exec, "--", "true"); r.code != 0 {
 		t.Fatalf("after a restart: %s", r)
 	}
-	if r := a.runAs(4952, 4952, "", []string{"ENVLET_TOKEN_FILE=" + fpath}, bins.exec, "--", "true"); r.code != 0 {
+	if r := a.runAs(a.uid("ftok"), a.uid("ftok"), "", []string{"ENVLET_TOKEN_FILE=" + fpath}, bins.exec, "--", "true"); r.code != 0 {
 		t.Fatalf("file registration after a restart: %s", r)
 	}
 
@@ -357,10 +357,10 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("token file kept after delete: %v", err)
 	}
 	a.cli("workload", "register", reg) // same id again: a new token
-	if got := checkFile(path, 4950); got == token {
+	if got := checkFile(path, a.uid("tok")); got == token {
 		t.Fatal("a re-registration got the revoked token back")
 	}
-	if r := a.runAs(4950, 4950, "", []string{"ENVLET_TOKEN_FILE=" + saved}, bins.exec, "--", "true"); r.code != 125 {
+	if r := a.runAs(a.uid("tok"), a.uid("tok"), "", []string{"ENVLET_TOKEN_FILE=" + saved}, bins.exec, "--", "true"); r.code != 125 {
 		t.Fatalf("the revoked token was accepted: %s", r)
 	}
 	os.Remove(filepath.Join(a.workDir, "ftok.json"))
@@ -394,11 +394,11 @@ func TestPidReuse(t *testing.T) {
 	a.register(map[string]any{"id": "victim", "user": "u", "project": "p", "match": map[string]any{"systemd_unit": unit},
 		"runtime": map[string]string{"VICTIM_VALUE": canary}})
 	// The registration is right: a real process of the unit is served.
-	if r := a.launchIn(4960, dirs, nil, "--", "env"); !strings.Contains(r.stdout, canary) {
+	if r := a.launchIn(a.uid("exited"), dirs, nil, "--", "env"); !strings.Contains(r.stdout, canary) {
 		t.Fatalf("the unit's own process: %s", r)
 	}
 	for try := 0; try < 30; try++ {
-		conn, pid := connectAndExit(t, a.workSock, 4961)
+		conn, pid := connectAndExit(t, a.workSock, a.uid("exiting"))
 		victim, ok := startWithPid(t, pid)
 		if !ok {
 			conn.Close()

@@ -85,10 +85,11 @@ func TestAuditToJournald(t *testing.T) {
 	a := startAgent(t, "")
 	a.wrap = ns
 	a.restart()
-	const uid, unregistered = 4901, 4902
+	u := freeUIDs(t, 2)
+	uid, unregistered := u[0], u[1]
 	a.cli("project", "create", "jrn")
-	a.cli("project", "add-member", "jrn", strconv.Itoa(uid))
-	a.register(map[string]any{"id": "wj", "user": strconv.Itoa(uid), "project": "jrn", "match": map[string]any{"uid": uid}})
+	a.cli("project", "add-member", "jrn", uidName(uid))
+	a.register(map[string]any{"id": "wj", "user": uidName(uid), "project": "jrn", "match": map[string]any{"uid": uid}})
 	if r := a.cliAs(uid, "env", "set", "JTOKEN", "canary-journal-1"); r.code != 0 {
 		t.Fatal(r)
 	}
@@ -137,7 +138,7 @@ func TestAuditToJournald(t *testing.T) {
 	}
 	served := false
 	for _, l := range byAction["serve"] {
-		if l.Workload == "wj" && l.HMACs["JTOKEN"] != "" && l.UID != nil && *l.UID == uid {
+		if l.Workload == "wj" && l.HMACs["JTOKEN"] != "" && l.UID != nil && *l.UID == int64(uid) {
 			served = true
 		}
 	}
@@ -146,7 +147,7 @@ func TestAuditToJournald(t *testing.T) {
 	}
 	refused := false
 	for _, l := range byAction["refuse"] {
-		if l.UID != nil && *l.UID == unregistered && l.Code != "" {
+		if l.UID != nil && *l.UID == int64(unregistered) && l.Code != "" {
 			refused = true
 		}
 	}

@@ -15,10 +15,10 @@ func TestLauncherExitCodes(t *testing.T) {
 	os.Mkdir(bindir, 0o755)
 	os.WriteFile(filepath.Join(bindir, "only-on-agent-path"), []byte("#!/bin/sh\necho found-it\nexit 3\n"), 0o755)
 	os.WriteFile(filepath.Join(bindir, "not-executable"), []byte("#!/bin/sh\n"), 0o644)
-	a.register(map[string]any{"id": "ok", "user": "u", "project": "p", "match": map[string]any{"uid": 4201},
+	a.register(map[string]any{"id": "ok", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("ok")},
 		"runtime": map[string]string{"PATH": bindir + ":/usr/bin:/bin"}})
-	a.register(map[string]any{"id": "twin-a", "user": "u", "project": "p", "match": map[string]any{"uid": 4202}})
-	a.register(map[string]any{"id": "twin-b", "user": "u", "project": "p", "match": map[string]any{"gid": 4202}})
+	a.register(map[string]any{"id": "twin-a", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("twin")}})
+	a.register(map[string]any{"id": "twin-b", "user": "u", "project": "p", "match": map[string]any{"gid": a.uid("twin")}})
 
 	for _, tt := range []struct {
 		name     string
@@ -29,15 +29,15 @@ func TestLauncherExitCodes(t *testing.T) {
 		stderr   string
 		stdout   string
 	}{
-		{"ProgramOnMergedPath", 4201, 4201, []string{"--", "only-on-agent-path"}, nil, 3, "", "found-it\n"},
-		{"NotFound", 4201, 4201, []string{"--", "no-such-program"}, nil, 127, "envlet-exec: NOT_FOUND", ""},
-		{"NotExecutable", 4201, 4201, []string{"--", filepath.Join(bindir, "not-executable")}, nil, 126, "envlet-exec: NOT_EXECUTABLE", ""},
-		{"Unregistered", 4299, 4299, []string{"--", "true"}, nil, 125, "WORKLOAD_UNKNOWN", ""},
-		{"Ambiguous", 4202, 4202, []string{"--", "true"}, nil, 125, "WORKLOAD_AMBIGUOUS", ""},
-		{"AgentUnreachable", 4201, 4201, []string{"--", "true"}, []string{"ENVLET_SOCKET=" + filepath.Join(a.dir, "nope.sock")}, 125, "AGENT_UNREACHABLE", ""},
-		{"Usage", 4201, 4201, []string{"--no-such-flag", "--", "true"}, nil, 125, "USAGE", ""},
-		{"NoProgram", 4201, 4201, nil, nil, 125, "USAGE", ""},
-		{"ExitCodePassedThrough", 4201, 4201, []string{"--", "sh", "-c", "exit 42"}, nil, 42, "", ""},
+		{"ProgramOnMergedPath", a.uid("ok"), a.uid("ok"), []string{"--", "only-on-agent-path"}, nil, 3, "", "found-it\n"},
+		{"NotFound", a.uid("ok"), a.uid("ok"), []string{"--", "no-such-program"}, nil, 127, "envlet-exec: NOT_FOUND", ""},
+		{"NotExecutable", a.uid("ok"), a.uid("ok"), []string{"--", filepath.Join(bindir, "not-executable")}, nil, 126, "envlet-exec: NOT_EXECUTABLE", ""},
+		{"Unregistered", a.uid("unregistered"), a.uid("unregistered"), []string{"--", "true"}, nil, 125, "WORKLOAD_UNKNOWN", ""},
+		{"Ambiguous", a.uid("twin"), a.uid("twin"), []string{"--", "true"}, nil, 125, "WORKLOAD_AMBIGUOUS", ""},
+		{"AgentUnreachable", a.uid("ok"), a.uid("ok"), []string{"--", "true"}, []string{"ENVLET_SOCKET=" + filepath.Join(a.dir, "nope.sock")}, 125, "AGENT_UNREACHABLE", ""},
+		{"Usage", a.uid("ok"), a.uid("ok"), []string{"--no-such-flag", "--", "true"}, nil, 125, "USAGE", ""},
+		{"NoProgram", a.uid("ok"), a.uid("ok"), nil, nil, 125, "USAGE", ""},
+		{"ExitCodePassedThrough", a.uid("ok"), a.uid("ok"), []string{"--", "sh", "-c", "exit 42"}, nil, 42, "", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := a.runAs(tt.uid, tt.gid, "", tt.env, bins.exec, tt.args...)
@@ -48,8 +48,8 @@ func TestLauncherExitCodes(t *testing.T) {
 	}
 	// Refusals are audited with the peer's pid, uid and the reason.
 	b, _ := os.ReadFile(a.audit)
-	if !strings.Contains(string(b), `"action":"refuse"`) || !strings.Contains(string(b), `"uid":4299`) {
-		t.Errorf("audit log lacks the refusal of uid 4299:\n%s", b)
+	if !strings.Contains(string(b), `"action":"refuse"`) || !strings.Contains(string(b), `"uid":`+uidName(a.uid("unregistered"))) {
+		t.Errorf("audit log lacks the refusal of uid "+uidName(a.uid("unregistered"))+":\n%s", b)
 	}
 }
 
@@ -69,21 +69,21 @@ func TestWorkloadsDir(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("svc.json", `{"id":"svc","user":"u","project":"p","match":{"uid":4301},"runtime":{"MODE":"one"}}`)
+	write("svc.json", `{"id":"svc","user":"u","project":"p","match":{"uid":`+uidName(a.uid("svc"))+`},"runtime":{"MODE":"one"}}`)
 	a.waitLog("workload registered: workload=svc", 1)
-	env, r := a.launchEnv(4301, 4301)
+	env, r := a.launchEnv(a.uid("svc"), a.uid("svc"))
 	if env["MODE"] != "one" {
 		t.Fatalf("after the file appeared: %v %s", env, r)
 	}
-	write("svc.json", `{"id":"svc","user":"u","project":"p","match":{"uid":4301},"runtime":{"MODE":"two"}}`)
+	write("svc.json", `{"id":"svc","user":"u","project":"p","match":{"uid":`+uidName(a.uid("svc"))+`},"runtime":{"MODE":"two"}}`)
 	a.waitLog("workload registered: workload=svc", 2)
-	if env, _ = a.launchEnv(4301, 4301); env["MODE"] != "two" {
+	if env, _ = a.launchEnv(a.uid("svc"), a.uid("svc")); env["MODE"] != "two" {
 		t.Fatalf("after the change MODE = %q", env["MODE"])
 	}
 	// A broken file keeps the version in force and says why.
 	write("svc.json", `{"id":"svc","user":"u",`)
 	a.waitLog("workload file refused", 1)
-	if env, _ = a.launchEnv(4301, 4301); env["MODE"] != "two" {
+	if env, _ = a.launchEnv(a.uid("svc"), a.uid("svc")); env["MODE"] != "two" {
 		t.Fatalf("after a broken write MODE = %q", env["MODE"])
 	}
 	var list []map[string]any
@@ -97,7 +97,7 @@ func TestWorkloadsDir(t *testing.T) {
 	}
 	os.Remove(filepath.Join(a.workDir, "svc.json"))
 	a.waitLog("workload removed: workload=svc", 1)
-	if _, r = a.launchEnv(4301, 4301); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") {
+	if _, r = a.launchEnv(a.uid("svc"), a.uid("svc")); r.code != 125 || !strings.Contains(r.stderr, "WORKLOAD_UNKNOWN") {
 		t.Fatalf("after removal: %s", r)
 	}
 }
@@ -105,13 +105,13 @@ func TestWorkloadsDir(t *testing.T) {
 func TestWorkloadAPIRegistration(t *testing.T) {
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
-	a.register(map[string]any{"id": "api1", "user": "u", "project": "p", "match": map[string]any{"uid": 4401, "gid": 4401},
+	a.register(map[string]any{"id": "api1", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("api1"), "gid": a.uid("api1")},
 		"execution": map[string]string{"RUN": "1"}})
-	if env, r := a.launchEnv(4401, 4401); env["RUN"] != "1" {
+	if env, r := a.launchEnv(a.uid("api1"), a.uid("api1")); env["RUN"] != "1" {
 		t.Fatalf("api registration: %s", r)
 	}
 	// gid must match too.
-	if _, r := a.launchEnv(4401, 4402); r.code != 125 {
+	if _, r := a.launchEnv(a.uid("api1"), a.uid("api1-othergid")); r.code != 125 {
 		t.Fatalf("wrong gid was served: %s", r)
 	}
 	// Duplicate id; bad documents.
@@ -131,11 +131,11 @@ func TestWorkloadAPIRegistration(t *testing.T) {
 		}
 	}
 	a.restart()
-	if env, r := a.launchEnv(4401, 4401); env["RUN"] != "1" {
+	if env, r := a.launchEnv(a.uid("api1"), a.uid("api1")); env["RUN"] != "1" {
 		t.Fatalf("api registration lost across a restart: %s", r)
 	}
 	a.cli("workload", "delete", "api1")
-	if _, r := a.launchEnv(4401, 4401); r.code != 125 {
+	if _, r := a.launchEnv(a.uid("api1"), a.uid("api1")); r.code != 125 {
 		t.Fatalf("deleted workload still served: %s", r)
 	}
 }
@@ -145,13 +145,13 @@ func TestStaleWorkloads(t *testing.T) {
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
 	a.cli("project", "add-member", "p", "u")
-	a.register(map[string]any{"id": "s1", "user": "u", "project": "p", "match": map[string]any{"uid": 4501}})
+	a.register(map[string]any{"id": "s1", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("s1")}})
 	stale := func() (float64, bool) {
 		var list []map[string]any
 		json.Unmarshal([]byte(a.cli("workload", "list", "--json")), &list)
 		return list[0]["revision"].(float64), list[0]["stale"].(bool)
 	}
-	a.launchEnv(4501, 4501)
+	a.launchEnv(a.uid("s1"), a.uid("s1"))
 	if _, s := stale(); s {
 		t.Fatal("stale right after being served")
 	}
@@ -163,7 +163,7 @@ func TestStaleWorkloads(t *testing.T) {
 	if _, s := stale(); !s {
 		t.Fatal("not stale after its user's variable changed")
 	}
-	a.launchEnv(4501, 4501)
+	a.launchEnv(a.uid("s1"), a.uid("s1"))
 	if _, s := stale(); s {
 		t.Fatal("still stale after being served again")
 	}

@@ -167,11 +167,11 @@ func TestDeletedCanariesInMemory(t *testing.T) {
 	a.cli("secret", "create", "--project", "p", "S", can["secret"])
 	a.cli("project", "env", "set", "p", "FROM_S", "--from-secret", "S")
 	reg := filepath.Join(a.dir, "mem.json")
-	os.WriteFile(reg, []byte(`{"id":"mem","user":"alice","project":"p","match":{"uid":4990},"runtime":{"RT":"`+can["runtime"]+`"},"execution":{"EX":"`+can["execution"]+`"}}`), 0o600)
+	os.WriteFile(reg, []byte(`{"id":"mem","user":"alice","project":"p","match":{"uid":`+uidName(a.uid("w"))+`},"runtime":{"RT":"`+can["runtime"]+`"},"execution":{"EX":"`+can["execution"]+`"}}`), 0o600)
 	a.cli("workload", "register", reg)
 	os.Remove(reg)
 	for i := 0; i < 3; i++ {
-		env, r := a.launchEnv(4990, 4990)
+		env, r := a.launchEnv(a.uid("w"), a.uid("w"))
 		if env["DB_PASSWORD"] != can["account"] || env["GROUP_VAR"] != can["group"] || env["EX"] != can["execution"] {
 			t.Fatalf("the workload did not get the canaries: %s", r)
 		}

@@ -21,7 +21,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// File-mounted env (DESIGN §6) against the real agent: the files appear,
+// File-mounted env (docs/design.md §6) against the real agent: the files appear,
 // follow changes, belong to the workload's uid alone, and go away.
 
 const (
@@ -31,12 +31,13 @@ const (
 
 func TestMount(t *testing.T) {
 	a := startAgent(t, "PATH = /usr/bin:/bin\nGREETING = \"hello world\"")
-	const uid = 4701 // user "4701", no passwd entry
+	u := freeUIDs(t, 2)
+	uid, other := u[0], u[1] // no passwd entries: the agent names them by their numbers
 	a.cli("project", "create", "p")
-	a.cli("project", "add-member", "p", "4701")
+	a.cli("project", "add-member", "p", uidName(uid))
 	tricky := `a "b" 'c' $d ${e} \f ` + "`g` # h = i\nsecond line ünï " + canaryMountVar
-	a.cli("env", "set", "--user", "4701", "TRICKY", tricky)
-	a.cli("env", "set", "--user", "4701", "V", "one")
+	a.cli("env", "set", "--user", uidName(uid), "TRICKY", tricky)
+	a.cli("env", "set", "--user", uidName(uid), "V", "one")
 	bin := filepath.Join(a.dir, "bytes")
 	os.WriteFile(bin, []byte("\x00\x01\xff binary\n"), 0o644)
 	for _, args := range [][]string{
@@ -49,7 +50,7 @@ func TestMount(t *testing.T) {
 			t.Fatalf("envlet %v: %s", args, r)
 		}
 	}
-	a.register(map[string]any{"id": "m", "user": "4701", "project": "p", "match": map[string]any{"uid": uid}, "mount": true,
+	a.register(map[string]any{"id": "m", "user": uidName(uid), "project": "p", "match": map[string]any{"uid": uid}, "mount": true,
 		"runtime": map[string]string{"GREETING": ""}})
 	a.waitLog("mount written: workload=m ", 1)
 	dir := filepath.Join(a.dir, "mounts", "m")
@@ -91,7 +92,7 @@ func TestMount(t *testing.T) {
 	if r := a.runAs(uid, uid, "", nil, "/bin/cat", filepath.Join(dir, "secrets", "SHARED")); r.code != 0 {
 		t.Errorf("uid %d reading its secret: %s", uid, r)
 	}
-	if r := a.runAs(4702, 4702, "", nil, "/bin/cat", filepath.Join(dir, "env")); r.code == 0 || !strings.Contains(r.stderr, "Permission denied") {
+	if r := a.runAs(other, other, "", nil, "/bin/cat", filepath.Join(dir, "env")); r.code == 0 || !strings.Contains(r.stderr, "Permission denied") {
 		t.Errorf("another uid read the mount: %s", r)
 	}
 	for _, p := range []string{"", "env", "secrets", "secrets/TOKEN"} {
@@ -112,7 +113,7 @@ func TestMount(t *testing.T) {
 	// not (the writer works in order, so a write for it would come first).
 	first, _ := os.Readlink(dir)
 	a.cli("env", "set", "--user", "someone-else", "V", "x")
-	a.cli("env", "set", "--user", "4701", "V", "two")
+	a.cli("env", "set", "--user", uidName(uid), "V", "two")
 	a.waitLog("mount written: workload=m ", 2)
 	if !strings.Contains(read("env"), "\nV=\"two\"\n") {
 		t.Errorf("env after the change:\n%s", read("env"))
@@ -155,19 +156,19 @@ func TestMountLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reg := func(id string, uid int, mount bool) map[string]any {
+	reg := func(id string, uid uint32, mount bool) map[string]any {
 		return map[string]any{"id": id, "user": "u", "project": "p", "match": map[string]any{"uid": uid}, "mount": mount,
 			"runtime": map[string]string{"ID": id}}
 	}
-	writeReg("file.json", reg("file", 4711, true))
-	a.register(reg("api", 4712, true))
-	writeReg("off.json", reg("off", 4713, true))
+	writeReg("file.json", reg("file", a.uid("file"), true))
+	a.register(reg("api", a.uid("api"), true))
+	writeReg("off.json", reg("off", a.uid("off"), true))
 	for _, id := range []string{"file", "api", "off"} {
 		a.waitLog("mount written: workload="+id+" ", 1)
 	}
 	mounts := filepath.Join(a.dir, "mounts")
 
-	writeReg("off.json", reg("off", 4713, false))
+	writeReg("off.json", reg("off", a.uid("off"), false))
 	a.waitLog("mount removed: workload=off", 1)
 
 	a.stop()
@@ -332,7 +333,7 @@ func pct(d []time.Duration, p int) time.Duration {
 func TestMountCountsAsServed(t *testing.T) {
 	a := startAgent(t, "")
 	a.cli("project", "create", "p")
-	a.register(map[string]any{"id": "mo", "user": "u", "project": "p", "match": map[string]any{"uid": 4721}, "mount": true})
+	a.register(map[string]any{"id": "mo", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("mo")}, "mount": true})
 	a.waitLog("mount written: workload=mo ", 1)
 	row := func() map[string]any {
 		t.Helper()

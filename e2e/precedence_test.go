@@ -28,20 +28,20 @@ func setupLayers(t *testing.T) *agentProc {
 	a.cli("env", "set", "--user", "alice", "ACCT_OVER", "account")
 	a.cli("env", "set", "--user", "bob", "BOB_ONLY", "b")
 	a.register(map[string]any{
-		"id": "w1", "user": "alice", "project": "fraud", "match": map[string]any{"uid": 4001},
+		"id": "w1", "user": "alice", "project": "fraud", "match": map[string]any{"uid": a.uid("w1")},
 		"runtime": map[string]string{
 			"SHARED": "runtime", "RT_ONLY": "r", "CLEAR_ME": "", "EXEC_OVER": "runtime",
 			"PROJECT_ID": "evil", // reserved: only the platform layer may set it
 		},
 		"execution": map[string]string{"EXEC_OVER": "exec", "EXEC_ONLY": "e", "ENVLET_SOCKET": "/evil"},
 	})
-	a.register(map[string]any{"id": "w2", "user": "bob", "project": "fraud", "match": map[string]any{"uid": 4002}})
+	a.register(map[string]any{"id": "w2", "user": "bob", "project": "fraud", "match": map[string]any{"uid": a.uid("w2")}})
 	return a
 }
 
 func TestPrecedence(t *testing.T) {
 	a := setupLayers(t)
-	env, r := a.launchEnv(4001, 4001, "IMAGE_ONLY=i", "LANG=en_US.UTF-8", "CLEAR_ME=image", "ENVLET_EXTRA=1")
+	env, r := a.launchEnv(a.uid("w1"), a.uid("w1"), "IMAGE_ONLY=i", "LANG=en_US.UTF-8", "CLEAR_ME=image", "ENVLET_EXTRA=1")
 	if r.code != 0 {
 		t.Fatalf("launch: %s", r)
 	}
@@ -83,7 +83,7 @@ func TestPrecedence(t *testing.T) {
 
 func TestMembershipRule(t *testing.T) {
 	a := setupLayers(t)
-	env, r := a.launchEnv(4002, 4002)
+	env, r := a.launchEnv(a.uid("w2"), a.uid("w2"))
 	if r.code != 0 {
 		t.Fatalf("launch: %s", r)
 	}
@@ -91,18 +91,18 @@ func TestMembershipRule(t *testing.T) {
 		t.Fatal("bob is not a member of fraud, yet his account variable was served")
 	}
 	a.cli("project", "add-member", "fraud", "bob")
-	env, _ = a.launchEnv(4002, 4002)
+	env, _ = a.launchEnv(a.uid("w2"), a.uid("w2"))
 	if env["BOB_ONLY"] != "b" {
 		t.Fatalf("after add-member, BOB_ONLY = %q, want b", env["BOB_ONLY"])
 	}
 	a.cli("project", "remove-member", "fraud", "bob")
-	env, _ = a.launchEnv(4002, 4002)
+	env, _ = a.launchEnv(a.uid("w2"), a.uid("w2"))
 	if _, ok := env["BOB_ONLY"]; ok {
 		t.Fatal("after remove-member, bob's account variable is still served")
 	}
 	// An owner is a member too.
 	a.cli("project", "add-member", "--owner", "fraud", "bob")
-	env, _ = a.launchEnv(4002, 4002)
+	env, _ = a.launchEnv(a.uid("w2"), a.uid("w2"))
 	if env["BOB_ONLY"] != "b" {
 		t.Fatalf("bob as owner: BOB_ONLY = %q, want b", env["BOB_ONLY"])
 	}
@@ -112,7 +112,7 @@ func TestChangeReachesNextLaunch(t *testing.T) {
 	a := setupLayers(t)
 	a.cli("project", "env", "set", "fraud", "PROJ_ONLY", "v2")
 	a.cli("env", "set", "--user", "alice", "ACCT_ONLY", "a2")
-	env, r := a.launchEnv(4001, 4001)
+	env, r := a.launchEnv(a.uid("w1"), a.uid("w1"))
 	if r.code != 0 {
 		t.Fatal(r)
 	}
@@ -120,7 +120,7 @@ func TestChangeReachesNextLaunch(t *testing.T) {
 		t.Fatalf("PROJ_ONLY=%q ACCT_ONLY=%q, want v2 a2", env["PROJ_ONLY"], env["ACCT_ONLY"])
 	}
 	a.cli("env", "delete", "--user", "alice", "ACCT_ONLY")
-	env, _ = a.launchEnv(4001, 4001)
+	env, _ = a.launchEnv(a.uid("w1"), a.uid("w1"))
 	if _, ok := env["ACCT_ONLY"]; ok {
 		t.Fatal("a deleted account variable is still served")
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/envlet/envlet/agent/wire"
 )
 
-// Rotation (DESIGN §7), the agent's side, with a Watch client made by hand
+// Rotation (docs/design.md §7), the agent's side, with a Watch client made by hand
 // from the wire protocol: the Env frame, then a Changed frame per change
 // of the workload's environment, until either side closes.
 

@@ -26,10 +26,10 @@ func allBytes() []byte {
 // the CLI (--reveal, --decode) and through the workload socket.
 func TestSecretRoundTrip(t *testing.T) {
 	a := startAgent(t, "")
-	const uid = 4401 // user "4401", no passwd entry
+	uid := freeUID(t) // no passwd entry: the agent names it by its number
 	a.cli("project", "create", "fraud")
-	a.cli("project", "add-member", "fraud", "4401")
-	a.register(map[string]any{"id": "w", "user": "4401", "project": "fraud", "match": map[string]any{"uid": uid}})
+	a.cli("project", "add-member", "fraud", uidName(uid))
+	a.register(map[string]any{"id": "w", "user": uidName(uid), "project": "fraud", "match": map[string]any{"uid": uid}})
 	bin := filepath.Join(a.dir, "all-bytes")
 	if err := os.WriteFile(bin, allBytes(), 0o644); err != nil {
 		t.Fatal(err)
@@ -166,13 +166,14 @@ func TestSecretLimits(t *testing.T) {
 // the name out.
 func TestFromSecret(t *testing.T) {
 	a := startAgent(t, "DB_URL = platform-default")
-	const alice, bob, carol = 4411, 4412, 4413 // members alice and bob; carol is not one
+	u := freeUIDs(t, 3)
+	alice, bob, carol := u[0], u[1], u[2] // members alice and bob; carol is not one
 	a.cli("project", "create", "fraud")
-	a.cli("project", "add-member", "fraud", "4411")
-	a.cli("project", "add-member", "fraud", "4412")
-	for _, uid := range []int{alice, bob, carol} {
-		id := map[int]string{alice: "wa", bob: "wb", carol: "wc"}[uid]
-		a.register(map[string]any{"id": id, "user": itoa(uid), "project": "fraud", "match": map[string]any{"uid": uid}})
+	a.cli("project", "add-member", "fraud", uidName(alice))
+	a.cli("project", "add-member", "fraud", uidName(bob))
+	for _, uid := range []uint32{alice, bob, carol} {
+		id := map[uint32]string{alice: "wa", bob: "wb", carol: "wc"}[uid]
+		a.register(map[string]any{"id": id, "user": uidName(uid), "project": "fraud", "match": map[string]any{"uid": uid}})
 	}
 	as := func(uid uint32, args ...string) {
 		t.Helper()
@@ -250,27 +251,27 @@ func TestFromSecret(t *testing.T) {
 // groups' variables stay.
 func TestMembershipChanges(t *testing.T) {
 	a := startAgent(t, "")
-	const uid = 4421
+	uid := freeUID(t)
 	a.cli("project", "create", "fraud")
-	a.cli("project", "add-member", "fraud", "4421")
+	a.cli("project", "add-member", "fraud", uidName(uid))
 	a.cli("group", "create", "base")
 	a.cli("group", "set", "base", "FROM_GROUP", "g")
 	a.cli("project", "groups", "fraud", "base")
 	a.cli("project", "env", "set", "fraud", "FROM_PROJECT", "p")
 	a.cli("project", "env", "set", "fraud", "TOKEN", "--from-secret", "TOKEN")
-	a.register(map[string]any{"id": "w", "user": "4421", "project": "fraud", "match": map[string]any{"uid": uid}})
+	a.register(map[string]any{"id": "w", "user": uidName(uid), "project": "fraud", "match": map[string]any{"uid": uid}})
 	a.cliAs(uid, "env", "set", "MINE", "m")
 	a.cliAs(uid, "secret", "create", "TOKEN", "canary-member-token")
 
 	env, _ := a.launchEnv(uid, uid)
 	checkEnv(t, env, map[string]string{"MINE": "m", "TOKEN": "canary-member-token", "FROM_GROUP": "g", "FROM_PROJECT": "p"})
-	a.cli("project", "remove-member", "fraud", "4421")
+	a.cli("project", "remove-member", "fraud", uidName(uid))
 	env, _ = a.launchEnv(uid, uid)
 	checkEnv(t, env, map[string]string{"MINE": "", "TOKEN": "", "FROM_GROUP": "g", "FROM_PROJECT": "p"})
 	if r := a.runAs(uid, uid, "", nil, bins.exec, "--get-secret", "TOKEN"); r.code != 125 {
 		t.Errorf("a removed member's workload still reads their private secret: %s", r)
 	}
-	a.cli("project", "add-member", "--owner", "fraud", "4421")
+	a.cli("project", "add-member", "--owner", "fraud", uidName(uid))
 	env, _ = a.launchEnv(uid, uid)
 	checkEnv(t, env, map[string]string{"MINE": "m", "TOKEN": "canary-member-token"})
 	a.noCanary("canary-member-token")

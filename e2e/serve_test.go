@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,7 +13,7 @@ import (
 // serve records are written in batches by a writer of their own.
 func TestAuditFlushedOnStop(t *testing.T) {
 	a := startAgent(t, "")
-	const uid = 4960
+	uid := freeUID(t)
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "flush", "user": "u", "project": "p", "match": map[string]any{"uid": uid},
 		"runtime": map[string]string{"FLUSH_V": "canary-flush-1"}})
@@ -28,7 +27,7 @@ func TestAuditFlushedOnStop(t *testing.T) {
 	served := 0
 	for _, l := range a.auditLines() {
 		if l.Action == "serve" && l.Workload == "flush" {
-			if l.HMACs["FLUSH_V"] == "" || l.UID == nil || *l.UID != uid {
+			if l.HMACs["FLUSH_V"] == "" || l.UID == nil || *l.UID != int64(uid) {
 				t.Errorf("serve record without its HMAC or uid: %+v", l)
 			}
 			served++
@@ -47,7 +46,8 @@ func TestAuditFlushedOnStop(t *testing.T) {
 // once, and a caller that is not registered is refused once, not retried.
 func TestLauncherRetriesBusyAgent(t *testing.T) {
 	a := startAgentConf(t, "max_conns = 3\n", "")
-	const uid, holder, other, stranger = 4961, 4962, 4963, 4964
+	u := freeUIDs(t, 4)
+	uid, holder, other, stranger := u[0], u[1], u[2], u[3]
 	a.cli("project", "create", "p")
 	a.register(map[string]any{"id": "busy", "user": "u", "project": "p", "match": map[string]any{"uid": uid},
 		"runtime": map[string]string{"BUSY_V": "canary-busy-1"}})
@@ -70,7 +70,7 @@ func TestLauncherRetriesBusyAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The agent refused it (it logs a uid's first refusal) ...
-	a.waitLog("code=TOO_MANY_CONNECTIONS uid="+strconv.Itoa(uid), 1)
+	a.waitLog("code=TOO_MANY_CONNECTIONS uid="+uidName(uid), 1)
 	// ... and once the slots free, a retry gets in.
 	release()
 	err := cmd.Wait()
@@ -85,7 +85,7 @@ func TestLauncherRetriesBusyAgent(t *testing.T) {
 	}
 	refusals := 0
 	for _, l := range a.auditLines() {
-		if l.Action == "refuse" && l.UID != nil && *l.UID == stranger {
+		if l.Action == "refuse" && l.UID != nil && *l.UID == int64(stranger) {
 			refusals++
 		}
 	}

@@ -40,11 +40,11 @@ func TestCanaries(t *testing.T) {
 	a.cli("env", "set", "--user", "alice", "DB_PASSWORD", canaries[0])
 	a.cli("project", "env", "set", "p", "API_TOKEN_X", canaries[1])
 	a.cli("env", "set", "--user", "alice", "PLAIN", canaries[4], "--secret")
-	a.register(map[string]any{"id": "c1", "user": "alice", "project": "p", "match": map[string]any{"uid": 4601},
+	a.register(map[string]any{"id": "c1", "user": "alice", "project": "p", "match": map[string]any{"uid": a.uid("c1")},
 		"runtime": map[string]string{"RT_SECRET": canaries[2]}, "execution": map[string]string{"EXEC_KEY": canaries[3]}})
 	os.Remove(filepath.Join(a.dir, "reg-c1.json")) // the registration file itself holds values by design
 
-	env, r := a.launchEnv(4601, 4601)
+	env, r := a.launchEnv(a.uid("c1"), a.uid("c1"))
 	if r.code != 0 {
 		t.Fatal(r)
 	}
@@ -84,19 +84,19 @@ func TestCanaries(t *testing.T) {
 	a.cli("group", "show", "g")
 	a.cli("secret", "list", "--project", "p")
 	a.cli("secret", "get", "--project", "p", "S")
-	a.register(map[string]any{"id": "tok", "user": "alice", "project": "p", "match": map[string]any{"token": true, "uid": 4602}})
+	a.register(map[string]any{"id": "tok", "user": "alice", "project": "p", "match": map[string]any{"token": true, "uid": a.uid("tok")}})
 	tokFile := filepath.Join(a.dir, "tokens", "tok")
 	tok, err := os.ReadFile(tokFile)
 	if err != nil || len(strings.TrimSpace(string(tok))) != 64 {
 		t.Fatalf("token file: %v", err)
 	}
 	more = append(more, strings.TrimSpace(string(tok)))
-	if env, r := a.launchEnv(4602, 4602, "ENVLET_TOKEN_FILE="+tokFile); env["GROUP_KEY"] != more[0] {
+	if env, r := a.launchEnv(a.uid("tok"), a.uid("tok"), "ENVLET_TOKEN_FILE="+tokFile); env["GROUP_KEY"] != more[0] {
 		t.Fatalf("token workload: %s", r)
 	}
-	a.runAs(4602, 4602, "", nil, bins.exec, "--", "env") // refused: no token
+	a.runAs(a.uid("tok"), a.uid("tok"), "", nil, bins.exec, "--", "env") // refused: no token
 	os.WriteFile(filepath.Join(a.dir, "bad-token"), []byte(strings.Repeat("0", 64)), 0o644)
-	a.runAs(4602, 4602, "", []string{"ENVLET_TOKEN_FILE=" + filepath.Join(a.dir, "bad-token")}, bins.exec, "--", "env")
+	a.runAs(a.uid("tok"), a.uid("tok"), "", []string{"ENVLET_TOKEN_FILE=" + filepath.Join(a.dir, "bad-token")}, bins.exec, "--", "env")
 	a.cli("workload", "list")
 	a.cli("workload", "list", "--json")
 	a.cli("whoami")
@@ -130,7 +130,8 @@ func TestCanaries(t *testing.T) {
 // exports, makes the starter an admin, and lets other users reach the
 // workload socket.
 func TestDevMode(t *testing.T) {
-	const devUID, otherUID = 4701, 4702
+	u := freeUIDs(t, 2)
+	devUID, otherUID := u[0], u[1]
 	a := startDevAgent(t, devUID)
 	if a.workSock != filepath.Join(a.dir, "d", "workload.sock") || a.adminSock != filepath.Join(a.dir, "d", "admin.sock") {
 		t.Fatalf("exports: ENVLET_SOCKET=%s ENVLET_ADMIN_SOCKET=%s; log:\n%s", a.workSock, a.adminSock, a.log.String())
@@ -139,7 +140,7 @@ func TestDevMode(t *testing.T) {
 	if r := a.cliAs(devUID, "project", "create", "p"); r.code != 0 {
 		t.Fatalf("dev starter is not admin: %s", r)
 	}
-	a.cliAs(devUID, "project", "add-member", "p", "4702")
+	a.cliAs(devUID, "project", "add-member", "p", uidName(otherUID))
 	if r := a.cliAs(otherUID, "project", "create", "q"); r.code == 0 {
 		t.Fatalf("another user is admin in -dev: %s", r)
 	}
@@ -147,7 +148,7 @@ func TestDevMode(t *testing.T) {
 	if r := a.cliAs(otherUID, "env", "set", "OTHER_VAR", "x"); r.code != 0 {
 		t.Fatal(r)
 	}
-	reg := `{"id":"w","user":"4702","project":"p","match":{"uid":4702}}`
+	reg := fmt.Sprintf(`{"id":"w","user":"%d","project":"p","match":{"uid":%d}}`, otherUID, otherUID)
 	if r := a.runAs(devUID, devUID, reg, nil, bins.envlet, "workload", "register", "-"); r.code != 0 {
 		t.Fatal(r)
 	}

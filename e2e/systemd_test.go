@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// systemd integration (DESIGN §8) against the real agent: sd_notify over a
+// systemd integration (docs/design.md §8) against the real agent: sd_notify over a
 // real unixgram socket, reload on SIGHUP, socket activation from a forked
 // process given LISTEN_FDS, and the credentials socket that serves
 // LoadCredential=, connected to the way systemd connects.
@@ -88,7 +88,7 @@ func TestSdNotify(t *testing.T) {
 	n.expect(t, "READY=1")
 	n.expect(t, "WATCHDOG=1")
 	a.cli("project", "create", "p")
-	a.register(map[string]any{"id": "svc", "user": "u", "project": "p", "match": map[string]any{"uid": 4801}, "mount": true})
+	a.register(map[string]any{"id": "svc", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("svc")}, "mount": true})
 	a.waitLog("mount written: workload=svc ", 1)
 
 	// A reload applies [defaults] and the limits, and names what needs a
@@ -109,7 +109,7 @@ func TestSdNotify(t *testing.T) {
 	if !strings.Contains(a.log.String(), `keys=["admin_group"]`) {
 		t.Errorf("the reload did not name admin_group as needing a restart:\n%s", a.log.String())
 	}
-	if env, r := a.launchEnv(4801, 4801); env["GREETING"] != "two" {
+	if env, r := a.launchEnv(a.uid("svc"), a.uid("svc")); env["GREETING"] != "two" {
 		t.Errorf("after the reload: %v %s", env, r)
 	}
 	a.waitLog("mount written: workload=svc ", 2) // the mount follows
@@ -124,7 +124,7 @@ func TestSdNotify(t *testing.T) {
 	n.expect(t, "RELOADING=1")
 	n.expect(t, "READY=1")
 	a.waitLog("reload failed; keeping the running config", 1)
-	if env, _ := a.launchEnv(4801, 4801); env["GREETING"] != "two" {
+	if env, _ := a.launchEnv(a.uid("svc"), a.uid("svc")); env["GREETING"] != "two" {
 		t.Errorf("after a failed reload: %v", env)
 	}
 
@@ -138,7 +138,7 @@ func TestSdNotify(t *testing.T) {
 func TestSocketActivation(t *testing.T) {
 	a := startAgent(t, "PATH = /usr/bin:/bin")
 	a.cli("project", "create", "p")
-	a.register(map[string]any{"id": "svc", "user": "u", "project": "p", "match": map[string]any{"uid": 4811}, "runtime": map[string]string{"X": "activated"}})
+	a.register(map[string]any{"id": "svc", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("activated")}, "runtime": map[string]string{"X": "activated"}})
 	a.stop()
 
 	listen := func(name string) (string, *os.File) {
@@ -181,7 +181,7 @@ func TestSocketActivation(t *testing.T) {
 	a.waitLog("serving:", 1)
 	a.waitLog("using a socket from systemd", 3)
 
-	if env, r := a.launchEnv(4811, 4811); env["X"] != "activated" {
+	if env, r := a.launchEnv(a.uid("activated"), a.uid("activated")); env["X"] != "activated" {
 		t.Fatalf("launcher on the activated socket: %v %s", env, r)
 	}
 	if out := a.cli("workload", "list"); !strings.Contains(out, "svc") {
@@ -197,7 +197,7 @@ func TestSocketActivation(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} {
-		if env, _ := a.launchEnv(4811, 4811); env[name] != "" {
+		if env, _ := a.launchEnv(a.uid("activated"), a.uid("activated")); env[name] != "" {
 			t.Errorf("%s leaked to a workload", name)
 		}
 	}
@@ -239,7 +239,7 @@ func TestCredentialsSocket(t *testing.T) {
 	a.cli("secret", "create", "--project", "p", "DB_PASSWORD", "the variable wins")
 	a.register(map[string]any{"id": "svc", "user": "cu", "project": "p", "match": map[string]any{"systemd_unit": "train.service"}})
 	a.register(map[string]any{"id": "twin-a", "user": "cu", "project": "p", "match": map[string]any{"systemd_unit": "twin.service"}})
-	a.register(map[string]any{"id": "twin-b", "user": "cu", "project": "p", "match": map[string]any{"systemd_unit": "twin.service", "uid": 4821}})
+	a.register(map[string]any{"id": "twin-b", "user": "cu", "project": "p", "match": map[string]any{"systemd_unit": "twin.service", "uid": a.uid("twin")}})
 
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("credentials socket: %v %v, want mode 0600", fi.Mode(), err)
@@ -278,7 +278,7 @@ func TestCredentialsSocket(t *testing.T) {
 
 	// Only root may ask, even where the socket lets others connect.
 	os.Chmod(sock, 0o666)
-	r := a.runAs(4821, 4821, "", nil, "/usr/bin/python3", "-c", `
+	r := a.runAs(a.uid("twin"), a.uid("twin"), "", nil, "/usr/bin/python3", "-c", `
 import os, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.bind(b"\0" + os.urandom(8).hex().encode() + b"/unit/train.service/DB_PASSWORD")
@@ -293,7 +293,7 @@ while True:
 print(len(data))
 `, sock)
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "0" {
-		t.Errorf("uid 4821 asking for a credential: %s", r)
+		t.Errorf("uid "+uidName(a.uid("twin"))+" asking for a credential: %s", r)
 	}
 	a.waitLog("only root (the service manager) may read credentials", 1)
 

@@ -61,3 +61,21 @@ func freeUID(t testing.TB) uint32 { return freeUIDs(t, 1)[0] }
 // uidName is the name the agent gives a uid without a passwd entry: its
 // number.
 func uidName(uid uint32) string { return strconv.FormatUint(uint64(uid), 10) }
+
+// uid is the uid a test's role plays against this agent ("alice", "w1",
+// "flooder"): a free uid (freeUIDs) given on first use and the same after,
+// so a fixture and the test that uses it agree without a constant.
+func (a *agentProc) uid(role string) uint32 {
+	a.t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if id, ok := a.uids[role]; ok {
+		return id
+	}
+	if a.uids == nil {
+		a.uids = map[string]uint32{}
+	}
+	id := freeUID(a.t)
+	a.uids[role] = id
+	return id
+}

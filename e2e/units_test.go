@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,8 +38,8 @@ func TestAgentUnderUnitCapabilities(t *testing.T) {
 	a.cli("project", "create", "p")
 	a.cli("project", "add-member", "p", "u")
 	a.cli("env", "set", "--user", "u", "V", "one")
-	a.register(map[string]any{"id": "m", "user": "u", "project": "p", "match": map[string]any{"uid": 4801}, "mount": true})
-	out := a.cli("workload", "register", writeReg(t, a, `{"id":"tok","user":"u","project":"p","match":{"uid":4802,"token":true}}`))
+	a.register(map[string]any{"id": "m", "user": "u", "project": "p", "match": map[string]any{"uid": a.uid("m")}, "mount": true})
+	out := a.cli("workload", "register", writeReg(t, a, fmt.Sprintf(`{"id":"tok","user":"u","project":"p","match":{"uid":%d,"token":true}}`, a.uid("tok"))))
 	tokenFile := ""
 	for line := range strings.Lines(out) {
 		if f, ok := strings.CutPrefix(strings.TrimSpace(line), "token file: "); ok {
@@ -49,29 +50,29 @@ func TestAgentUnderUnitCapabilities(t *testing.T) {
 		t.Fatalf("no token file in %q", out)
 	}
 
-	// The mount belongs to uid 4801 and follows a change.
+	// The mount belongs to the workload uid and follows a change.
 	env := filepath.Join(a.dir, "mounts", "m", "env")
 	waitMount(t, a, env, `V="one"`)
-	checkOwner(t, env, 4801, 0o400)
-	checkOwner(t, filepath.Dir(mustEval(t, env)), 4801, 0o500)
+	checkOwner(t, env, a.uid("m"), 0o400)
+	checkOwner(t, filepath.Dir(mustEval(t, env)), a.uid("m"), 0o500)
 	a.cli("env", "set", "--user", "u", "V", "two")
 	waitMount(t, a, env, `V="two"`)
 
-	// The token file belongs to uid 4802, and the agent reads it back
+	// The token file belongs to the workload uid, and the agent reads it back
 	// after a restart: the same token still works.
-	checkOwner(t, tokenFile, 4802, 0o400)
+	checkOwner(t, tokenFile, a.uid("tok"), 0o400)
 	before, _ := os.ReadFile(tokenFile)
 	a.restart()
 	after, _ := os.ReadFile(tokenFile)
 	if string(before) != string(after) {
 		t.Error("the token file changed across a restart")
 	}
-	if got, r := a.launchEnv(4802, 4802, "ENVLET_TOKEN_FILE="+tokenFile); got["V"] != "two" {
+	if got, r := a.launchEnv(a.uid("tok"), a.uid("tok"), "ENVLET_TOKEN_FILE="+tokenFile); got["V"] != "two" {
 		t.Fatalf("launch with the token after the restart: %v %s", got, r)
 	}
 
 	// A watching launcher is restarted on a change.
-	p := startWatch(t, a, 4801, append([]string{"--watch", "--"}, printer...)...)
+	p := startWatch(t, a, a.uid("m"), append([]string{"--watch", "--"}, printer...)...)
 	p.expect(t, "start ")
 	a.cli("env", "set", "--user", "u", "V", "three")
 	if v := p.expect(t, "start "); !strings.HasSuffix(v, " three") {

@@ -112,14 +112,14 @@ func (p *watched) wait(t *testing.T) int {
 var printer = []string{"sh", "-c", `echo "start $$ $V"; exec sleep 1000000`}
 
 // watchFixture: user wuser, member of p, with V=one, and workload svc run
-// by uid 4601.
+// by uid a.uid("svc").
 func watchFixture(t *testing.T) *agentProc {
 	a := startAgent(t, "PATH = /usr/bin:/bin")
 	a.cli("project", "create", "p")
 	a.cli("project", "add-member", "p", "wuser")
 	a.cli("env", "set", "--user", "wuser", "V", "one")
 	a.cli("env", "set", "--user", "wuser", "API_TOKEN_X", canaryWatch)
-	a.register(map[string]any{"id": "svc", "user": "wuser", "project": "p", "match": map[string]any{"uid": 4601}})
+	a.register(map[string]any{"id": "svc", "user": "wuser", "project": "p", "match": map[string]any{"uid": a.uid("svc")}})
 	return a
 }
 
@@ -127,7 +127,7 @@ const canaryWatch = "c4n4ry-w4tch-5e1f"
 
 func TestWatchRestartOnChange(t *testing.T) {
 	a := watchFixture(t)
-	p := startWatch(t, a, 4601, append([]string{"--watch", "--"}, printer...)...)
+	p := startWatch(t, a, a.uid("svc"), append([]string{"--watch", "--"}, printer...)...)
 	if v := p.expect(t, "start "); !strings.HasSuffix(v, " one") {
 		t.Fatalf("first start: %q", v)
 	}
@@ -166,7 +166,7 @@ func TestWatchSignalOnChange(t *testing.T) {
 	a := watchFixture(t)
 	// The shell records SIGHUP with the V it holds: the same process, the
 	// old environment.
-	p := startWatch(t, a, 4601, "--watch", "--on-change", "signal:HUP", "--",
+	p := startWatch(t, a, a.uid("svc"), "--watch", "--on-change", "signal:HUP", "--",
 		"sh", "-c", `trap 'echo "HUP $V"' HUP; echo "start $$ $V"; while :; do sleep 1000000 & wait $!; done`)
 	pid, _, _ := strings.Cut(p.expect(t, "start "), " ")
 	if n, err := strconv.Atoi(pid); err == nil {
@@ -182,7 +182,7 @@ func TestWatchSignalOnChange(t *testing.T) {
 // the next change restarts the program as before.
 func TestWatchAgentRestart(t *testing.T) {
 	a := watchFixture(t)
-	p := startWatch(t, a, 4601, append([]string{"--watch", "--"}, printer...)...)
+	p := startWatch(t, a, a.uid("svc"), append([]string{"--watch", "--"}, printer...)...)
 	p.expect(t, "start ")
 	a.waitLog("watching: workload=svc", 1)
 	a.restart()
@@ -199,7 +199,7 @@ func TestWatchAgentRestart(t *testing.T) {
 // now refuses the launcher, which keeps trying) until it is told to stop.
 func TestWatchDeregistered(t *testing.T) {
 	a := watchFixture(t)
-	p := startWatch(t, a, 4601, append([]string{"--watch", "--"}, printer...)...)
+	p := startWatch(t, a, a.uid("svc"), append([]string{"--watch", "--"}, printer...)...)
 	p.expect(t, "start ")
 	a.waitLog("watching: workload=svc", 1)
 	a.cli("workload", "delete", "svc")

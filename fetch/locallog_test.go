@@ -80,7 +80,7 @@ func TestLocalLogReplay(t *testing.T) {
 	}
 	// Commits go on after the replayed ones, and reopen again.
 	commit(t, l, Txn{Ops: []Op{put("f", "6")}})
-	l = reopenSame(t, l, dir, keys)
+	reopenSame(t, l, dir, keys)
 }
 
 // TestLocalTornTail cuts the log at every byte of its last record, and
@@ -293,7 +293,7 @@ func TestLocalLogBroken(t *testing.T) {
 		t.Fatalf("after a commit on a broken log: broken %v, log %d, state %d", l.logBroken, l.logSize, l.stateSize)
 	}
 	commit(t, l, Txn{Ops: []Op{put("c", "3")}})
-	l = reopenSame(t, l, dir, keys)
+	reopenSame(t, l, dir, keys)
 }
 
 // TestLocalResealCompacts rotates the key of a store whose state file and

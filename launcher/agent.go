@@ -51,7 +51,7 @@ func (c client) open(req wire.Request) (int, wire.Type, []byte, *failure) {
 	start := time.Now()
 	for delay := retryMin; ; delay = min(2*delay, retryMax) {
 		fd, typ, payload, f := openOnce(c.socket, c.timeout, req)
-		left := c.retry - time.Now().Sub(start)
+		left := c.retry - time.Since(start)
 		if f == nil || !f.transient || left <= 0 {
 			return fd, typ, payload, f
 		}

@@ -223,7 +223,7 @@ func supervise(c client, o options, environ []string) (int, *failure) {
 	signal.Notify(sigs, append(forwarded, unix.SIGCHLD, unix.SIGPIPE)...)
 
 	w := &watcher{c: c, environ: environ}
-	fd, env, rev, f := w.open()
+	fd, env, _, f := w.open()
 	if f != nil {
 		return 0, f
 	}
@@ -234,7 +234,7 @@ func supervise(c client, o options, environ []string) (int, *failure) {
 		return 0, f
 	}
 	events := make(chan event, 4)
-	go w.run(fd, rev, events)
+	go w.run(fd, events)
 	return s.loop(sigs, events), nil
 }
 

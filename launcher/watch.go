@@ -49,12 +49,13 @@ func (w *watcher) open() (int, []string, uint64, *failure) {
 
 // run follows the connection fd until it breaks, then reconnects, and so
 // on; it never returns (the process ends with the loop).
-func (w *watcher) run(fd int, rev uint64, events chan<- event) {
+func (w *watcher) run(fd int, events chan<- event) {
 	for {
 		f := w.follow(fd, events)
 		unix.Close(fd)
 		events <- event{kind: lost, f: f}
 		var env []string
+		var rev uint64
 		for backoff := backoffMin; ; backoff = min(2*backoff, backoffMax) {
 			time.Sleep(backoff)
 			if fd, env, rev, f = w.open(); f == nil {

@@ -25,7 +25,7 @@ import (
 // those uids.
 const uidBase = 200000
 
-// registration is the document of DESIGN §4, as the benchmarks write it.
+// registration is the document of docs/design.md §4, as the benchmarks write it.
 type registration struct {
 	ID      string            `json:"id"`
 	User    string            `json:"user"`

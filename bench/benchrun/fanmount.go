@@ -16,7 +16,7 @@ import (
 )
 
 // The change fan-out with mounts: the same change when every one of the
-// 10,000 workloads also has its environment mounted as files (DESIGN §6).
+// 10,000 workloads also has its environment mounted as files (docs/design.md §6).
 
 // agentMountWriters is how many writer goroutines the agent's mounter runs
 // on this machine (agent/mount.go, mountWriters).
@@ -346,7 +346,7 @@ func (r *runner) mountsSection() error {
 	per := func(d time.Duration) string { return us(d / n) }
 	var m strings.Builder
 	m.WriteString("### With mounts\n\n")
-	fmt.Fprintf(&m, "The same change when each of the 10,000 workloads also has its environment mounted as files (`\"mount\": true`, DESIGN §6). ")
+	fmt.Fprintf(&m, "The same change when each of the 10,000 workloads also has its environment mounted as files (`\"mount\": true`, docs/design.md §6). ")
 	fmt.Fprintf(&m, "The mount directory is on %s", mf.fs)
 	if mf.fs == "tmpfs" {
 		m.WriteString(" (/dev/shm), as /run/envlet/mounts is on a node")

@@ -72,14 +72,13 @@ func find() (string, error) {
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		return cmd.CombinedOutput()
 	}
-	out, err := install()
-	if err != nil {
+	if _, err := install(); err != nil {
 		// The package lists may be missing or old on a fresh machine.
 		upd := exec.Command("apt-get", "update", "-qq", "-o", "DPkg::Lock::Timeout=300")
 		if b, uerr := upd.CombinedOutput(); uerr != nil {
 			return "", fmt.Errorf("install etcd-server: apt-get update: %v\n%s", uerr, b)
 		}
-		if out, err = install(); err != nil {
+		if out, err := install(); err != nil {
 			return "", fmt.Errorf("install etcd-server: %v\n%s", err, out)
 		}
 	}
