@@ -49,7 +49,7 @@ func build(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(keep, "dist")
-	cmd := exec.Command("make", "deb", "DIST="+out, "VERSION="+version)
+	cmd := exec.Command("make", "deb", "DIST="+out, "VERSION="+version, "MAN="+filepath.Join(keep, "man"))
 	cmd.Dir = "../.."
 	if b, err := cmd.CombinedOutput(); err != nil {
 		built.err = err
@@ -91,6 +91,13 @@ var want = map[string]os.FileMode{
 	"usr/share/doc/envlet/README.md":                             0o644,
 	"usr/share/doc/envlet/examples/container/Dockerfile":         0o644,
 	"usr/share/doc/envlet/examples/systemd/model-server.service": 0o644,
+	"usr/share/man/man1/envlet.1.gz":                             0o644,
+	"usr/share/man/man1/envlet-status.1.gz":                      0o644,
+	"usr/share/man/man1/envlet-exec.1.gz":                        0o644,
+	"usr/share/man/man8/envletd.8.gz":                            0o644,
+	"usr/share/bash-completion/completions/envlet":               0o644,
+	"usr/share/zsh/vendor-completions/_envlet":                   0o644,
+	"usr/share/fish/vendor_completions.d/envlet.fish":            0o644,
 }
 
 func TestTree(t *testing.T) {
