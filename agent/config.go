@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/envlet/envlet/agent/internal/metrics"
 )
 
 // DefaultConfigPath is where a production agent reads its config.
@@ -63,6 +65,11 @@ type Config struct {
 	// EtcdTimeout bounds every etcd request; past it a write fails with
 	// BACKEND_UNAVAILABLE.
 	EtcdTimeout time.Duration
+
+	// MetricsListen serves Prometheus metrics (metrics.go): a loopback
+	// HOST:PORT or a Unix socket path; "" (the default) serves none.
+	MetricsListen string
+	etcdObserve   func(time.Duration) // told each etcd request's time (metrics.go)
 
 	// reload reads the config again as LoadConfig did (file, then flags);
 	// nil in -dev and for a Config built by hand.
@@ -340,6 +347,11 @@ func (c *Config) set(k, v string) error {
 		c.MlockAll = b
 	case "etcd_endpoints":
 		c.EtcdEndpoints = strings.Fields(strings.ReplaceAll(v, ",", " "))
+	case "metrics_listen":
+		if err := metrics.CheckListen(v); v != "" && err != nil {
+			return err
+		}
+		c.MetricsListen = v
 	case "etcd_timeout":
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
