@@ -16,7 +16,8 @@
 #   /usr/lib/sysusers.d/envlet.conf, /usr/lib/tmpfiles.d/envlet.conf
 #   /etc/envlet/envletd.conf               a conffile
 #   /etc/envlet/workloads.d/
-#   /usr/share/doc/envlet/                 README, copyright, examples
+#   /usr/share/doc/envlet/                 README, copyright, examples (also
+#                                           prometheus/envlet-alerts.yml)
 #   /usr/share/man/man1/envlet*.1.gz, man8/envletd.8.gz
 #   /usr/share/bash-completion/completions/envlet, zsh and fish
 #                                           completions (envlet completion)
@@ -54,6 +55,8 @@ install -m 0644 systemd/examples/*.service systemd/examples/*.path systemd/examp
 install -m 0644 systemd/examples/workloads.d/*.json "$doc/examples/systemd/workloads.d/"
 install -m 0644 packaging/container/Dockerfile packaging/container/*.json packaging/container/*.yaml "$doc/examples/container/"
 install -m 0755 packaging/container/run.sh "$doc/examples/container/"
+install -d -m 0755 "$doc/examples/prometheus"
+install -m 0644 packaging/prometheus/envlet-alerts.yml "$doc/examples/prometheus/"
 
 # Man pages, compressed as Debian policy asks (-n: no name or time in the
 # header, so the package is the same from build to build).

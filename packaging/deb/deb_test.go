@@ -91,6 +91,7 @@ var want = map[string]os.FileMode{
 	"usr/share/doc/envlet/README.md":                             0o644,
 	"usr/share/doc/envlet/examples/container/Dockerfile":         0o644,
 	"usr/share/doc/envlet/examples/systemd/model-server.service": 0o644,
+	"usr/share/doc/envlet/examples/prometheus/envlet-alerts.yml": 0o644,
 	"usr/share/man/man1/envlet.1.gz":                             0o644,
 	"usr/share/man/man1/envlet-status.1.gz":                      0o644,
 	"usr/share/man/man1/envlet-exec.1.gz":                        0o644,

@@ -44,6 +44,14 @@ type Metrics struct {
 	mounts   *prometheus.CounterVec
 	etcd     prometheus.Histogram
 	labels   capped
+	// counters holds the counter of each (socket, type) and (socket, code)
+	// seen, so the serve path skips the label hashing and the cap's lock.
+	counters sync.Map // counterKey -> prometheus.Counter
+}
+
+type counterKey struct {
+	refusal      bool
+	socket, name string
 }
 
 // maxLabelValues caps the distinct values each free label (type, code) may
@@ -86,7 +94,26 @@ func New(state func() State) *Metrics {
 
 // Request counts a request on socket (a fixed name) of type kind.
 func (m *Metrics) Request(socket, kind string) {
-	m.requests.WithLabelValues(socket, m.labels.value("type", kind)).Inc()
+	m.counter(counterKey{false, socket, kind}).Inc()
+}
+
+func (m *Metrics) counter(k counterKey) prometheus.Counter {
+	if c, ok := m.counters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	vec, label := m.requests, "type"
+	if k.refusal {
+		vec, label = m.refusals, "code"
+	}
+	v := m.labels.value(label, k.name)
+	c := vec.WithLabelValues(k.socket, v)
+	if v != k.name {
+		return c // folded into "other": not cached, so the cache stays bounded too
+	}
+	if c, loaded := m.counters.LoadOrStore(k, c); loaded {
+		return c.(prometheus.Counter)
+	}
+	return c
 }
 
 // Refused counts a refusal on socket with an error code. A code that is not
@@ -96,7 +123,7 @@ func (m *Metrics) Refused(socket, code string) {
 	if !isCode(code) {
 		code = "other"
 	}
-	m.refusals.WithLabelValues(socket, m.labels.value("code", code)).Inc()
+	m.counter(counterKey{true, socket, code}).Inc()
 }
 
 // GetEnvDone observes the time one GetEnv took.
@@ -166,7 +193,7 @@ func (c *capped) value(label, v string) string {
 func CheckListen(addr string) error {
 	if strings.HasPrefix(addr, "/") {
 		if len(addr) > 107 {
-			return fmt.Errorf("Unix socket path %s is over 107 bytes", addr)
+			return fmt.Errorf("unix socket path %s is over 107 bytes", addr)
 		}
 		return nil
 	}
