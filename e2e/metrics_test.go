@@ -41,6 +41,14 @@ func unusedUID(t *testing.T, start int) uint32 {
 	return 0
 }
 
+// metricsBackend is the backend label the agents of this run report.
+func metricsBackend() string {
+	if e2eBackend == "etcd" {
+		return "etcd"
+	}
+	return "local"
+}
+
 // scrape reads the agent's /metrics once.
 func scrape(t *testing.T, addr string) string {
 	t.Helper()
@@ -138,13 +146,20 @@ func TestMetricsNoValues(t *testing.T) {
 		`envlet_refusals_total{code="PERMISSION_DENIED",socket="admin"} 1`,
 		`envlet_getenv_duration_seconds_count 4`,
 		`envlet_workloads 2`,
-		`envlet_backend_connected{backend="local"} 1`,
+		`envlet_backend_connected{backend="` + metricsBackend() + `"} 1`,
 		`envlet_memory_lock_failed 0`,
 		"process_resident_memory_bytes ",
 		"go_goroutines ",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if metricsBackend() == "etcd" {
+		// Every read and commit went to etcd, and the agent keeps a snapshot.
+		if strings.Contains(text, "envlet_etcd_request_duration_seconds_count 0\n") ||
+			!strings.Contains(text, "envlet_snapshot_age_seconds ") {
+			t.Error("on etcd: no etcd request observed, or no snapshot age")
 		}
 	}
 	if t.Failed() {
@@ -262,7 +277,7 @@ scrape_configs:
 		t.Errorf("series from %q, want the agent at %s", got["instance"], addr)
 	}
 	until(`envlet_workloads{job="envlet"}`, "2")
-	until(`envlet_backend_connected{job="envlet",backend="local"}`, "1")
+	until(`envlet_backend_connected{job="envlet",backend="`+metricsBackend()+`"}`, "1")
 	// Nothing Prometheus stored holds a value either.
 	labels, _ := query(`{job="envlet"}`)
 	b, _ := json.Marshal(labels)
