@@ -30,10 +30,11 @@ func (a *Agent) openMetrics() (func(context.Context) error, error) {
 	return func(ctx context.Context) error { return m.Serve(ctx, l) }, nil
 }
 
-// noteRequest counts a request on the workload socket by its type.
-func (a *Agent) noteRequest(socket string, t wire.Type) {
+// noteRequest counts a request on socket (workload, credentials) by its
+// kind (requestKind; "credential").
+func (a *Agent) noteRequest(socket, kind string) {
 	if m := a.metrics.Load(); m != nil {
-		m.Request(socket, requestKind(t))
+		m.Request(socket, kind)
 	}
 }
 

@@ -179,7 +179,7 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot, h *handlers) {
 		a.refuse(c, p, CodeBadRequest, "decode request: "+err.Error())
 		return
 	}
-	a.noteRequest("workload", req.Type) // metrics.go
+	a.noteRequest("workload", requestKind(req.Type)) // metrics.go
 	// The request is in: the rest is the agent's work, which counts in
 	// max_conns only.
 	s.ready()

@@ -64,7 +64,7 @@ func New(state func() State) *Metrics {
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "envlet_requests_total",
-			Help: "Requests received, by socket (workload, admin) and type (get_env, get_secret, watch; the HTTP method on admin).",
+			Help: "Requests received, by socket (workload, admin, credentials) and type (get_env, get_secret, watch; the HTTP method on admin; credential).",
 		}, []string{"socket", "type"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "envlet_refusals_total",
