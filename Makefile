@@ -4,13 +4,22 @@ BIN     ?= bin
 # The launcher is built static and stripped: it is copied into images.
 LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build demo test test-etcd test-python test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
+.PHONY: all build man demo test test-etcd test-python test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
 
 all: build
 
 build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/envletd ./cmd/envlet
 	$(LAUNCHER_FLAGS) -o $(BIN)/envlet-exec ./cmd/envlet-exec
+
+# Man pages into $(MAN): envlet's, one per command, generated from its
+# command tree (cmd/envlet/man.go); envletd(8) and envlet-exec(1) from
+# their roff sources in docs/man/.
+MAN ?= $(BIN)/man
+man:
+	rm -rf $(MAN) && mkdir -p $(MAN)
+	$(GO) run -tags mangen ./cmd/envlet __man-pages $(MAN)
+	cp docs/man/envletd.8 docs/man/envlet-exec.1 $(MAN)/
 
 demo: build
 	./scripts/demo.sh
@@ -81,8 +90,8 @@ fuzz:
 VERSION ?= 0.1.0
 DIST    ?= dist
 
-deb:
-	VERSION=$(VERSION) GO=$(GO) ./packaging/deb/build.sh $(DIST)
+deb: man
+	MAN=$(abspath $(MAN)) VERSION=$(VERSION) GO=$(GO) ./packaging/deb/build.sh $(DIST)
 
 container-context:
 	mkdir -p $(DIST)/container

@@ -70,6 +70,7 @@ func (a *Agent) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	h := func(pattern string, fn handler) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			a.noteAdminRequest(r.Method) // metrics.go
 			c, _ := r.Context().Value(ctxKey{}).(*caller)
 			if c == nil {
 				e := errorf(CodeDenied, "the caller's credentials could not be read")
@@ -89,6 +90,7 @@ func (a *Agent) adminHandler() http.Handler {
 			body, status, err := fn(r, c)
 			if err != nil {
 				e := codeOf(err)
+				a.noteRefusal("admin", e.Code) // metrics.go
 				if e.Code == CodeInternal {
 					a.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 					e = &Error{Code: CodeInternal, Message: "internal error; see the agent log"}

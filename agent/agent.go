@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-secure-stdlib/mlock"
 	"golang.org/x/sys/unix"
 
+	"github.com/envlet/envlet/agent/internal/metrics"
 	"github.com/envlet/envlet/cache"
 	"github.com/envlet/envlet/fetch"
 )
@@ -55,6 +56,8 @@ type Agent struct {
 	writeMu  sync.Mutex // one admin write at a time: read, check, commit, wait
 	adminGID int        // gid of cfg.AdminGroup, -1 if there is none
 	names    sync.Map   // uid -> user name
+
+	metrics atomic.Pointer[metrics.Metrics] // metrics.go; nil while metrics_listen is off
 
 	limMu    sync.Mutex
 	limiters map[string]*connLimiter // by socket: connections held (server.go)
@@ -175,6 +178,11 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.mounts.gate = a.mu.RLocker() // mount writers wait while a resolution holds the lock
 	a.mounts.wrote = a.mountServed
+	a.mounts.result = a.noteMount // metrics.go
+	serveMetrics, err := a.openMetrics()
+	if err != nil {
+		return err
+	}
 	parts := []func(context.Context) error{
 		func(ctx context.Context) error { return a.follow(ctx, snap.Rev) },
 		a.watchKeyFile,
@@ -186,6 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.trimMemory,
 		a.notifyStopping,
 		func(ctx context.Context) error { return a.reloadOnHUP(ctx, hup) },
+		serveMetrics,
 	}
 	if socks.credentials != nil {
 		parts = append(parts, func(ctx context.Context) error { return a.serveCredentials(ctx, socks.credentials) })

@@ -25,6 +25,7 @@ func OpenStore(cfg Config, keys *fetch.Keyring) (fetch.Backend, error) {
 			CertFile:  cfg.EtcdCertFile,
 			KeyFile:   cfg.EtcdKeyFile,
 			Timeout:   cfg.EtcdTimeout,
+			Observe:   cfg.etcdObserve,
 		}, keys)
 		if err != nil {
 			return nil, err
@@ -51,7 +52,7 @@ func (a *Agent) backendName() string {
 // and serve while etcd is away) when endpoints are given, else the local
 // encrypted store.
 func (a *Agent) openBackend(keys *fetch.Keyring) (fetch.Backend, error) {
-	b, err := OpenStore(a.cfg, keys)
+	b, err := OpenStore(a.cfgObservingEtcd(), keys) // metrics.go
 	if l, ok := b.(*fetch.Local); ok && err == nil {
 		if r := l.Recovery(); r.TornBytes > 0 {
 			a.log.Warn("local store: cut an unfinished commit off the end of its log (a crash interrupted its write; it was never acknowledged)", "bytes", r.TornBytes, "state_dir", a.cfg.StateDir)

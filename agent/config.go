@@ -64,6 +64,11 @@ type Config struct {
 	// BACKEND_UNAVAILABLE.
 	EtcdTimeout time.Duration
 
+	// MetricsListen serves Prometheus metrics (metrics.go): a loopback
+	// HOST:PORT or a Unix socket path; "" (the default) serves none.
+	MetricsListen string
+	etcdObserve   func(time.Duration) // told each etcd request's time (metrics.go)
+
 	// reload reads the config again as LoadConfig did (file, then flags);
 	// nil in -dev and for a Config built by hand.
 	reload func() (Config, error)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"github.com/envlet/envlet/agent/internal/metrics"
 	"os"
 	"reflect"
 	"strconv"
@@ -44,6 +45,7 @@ var configKeys = []configKey{
 	key("request_timeout", func(c *Config) *time.Duration { return &c.RequestTimeout }, duration(time.Hour, "1h"), restart, "5s", "one workload request, connect to reply"),
 	key("max_conns_per_uid", func(c *Config) *int { return &c.MaxConnsPerUID }, count, restart, "32", "per socket: a uid's connections before their request is in"),
 	key("max_conns", func(c *Config) *int { return &c.MaxConns }, count, restart, "1024", "per socket: all connections"),
+	key("metrics_listen", func(c *Config) *string { return &c.MetricsListen }, metricsListen, restart, "127.0.0.1:9464", "Prometheus /metrics: loopback or a socket path; off if unset"),
 }
 
 // notKeys are the fields of Config no key sets: the [defaults] section,
@@ -174,4 +176,12 @@ func socketMode(v string) (os.FileMode, error) {
 		return 0, errors.New("want an octal mode such as 0666 or 0660")
 	}
 	return os.FileMode(n), nil
+}
+
+// metricsListen accepts a loopback address or an absolute socket path.
+func metricsListen(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	return v, metrics.CheckListen(v)
 }

@@ -72,6 +72,7 @@ func (a *Agent) serveCredentials(ctx context.Context, l *net.UnixListener) error
 }
 
 func (a *Agent) serveCredential(c *net.UnixConn) {
+	a.noteRequest("credentials", "credential") // metrics.go
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(a.requestTimeout()))
 	p, err := peerOf(c)
@@ -85,6 +86,7 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 	}
 	unit, id, ok := credentialPeer(addr)
 	refuse := func(code, reason string) {
+		a.noteRefusal("credentials", code) // metrics.go
 		a.log.Info("credential refused", "code", code, "reason", reason, "unit", unit, "credential", id, "pid", p.pid, "uid", p.uid)
 		a.audit.write(auditRecord{Action: "refuse", Code: code, Reason: reason, Name: id, Socket: "credentials"}, &p, a.recordName(p.uid))
 	}

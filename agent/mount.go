@@ -149,6 +149,8 @@ type mounter struct {
 	// wrote, when set, is told each version a writer has swapped in (the
 	// agent counts it as served: the workload can read it).
 	wrote func(id string, rev fetch.Revision)
+	// result, when set, is told whether each mount write succeeded (metrics).
+	result func(ok bool)
 
 	// state is what was last handed to the writers, by workload id. Only
 	// touched with Agent.mu held for writing.
@@ -315,9 +317,11 @@ func (m *mounter) do(j *mountJob) {
 		if err != nil {
 			// Not known to hold j: the next resolution writes it again.
 			m.log.Error("write mount", "workload", j.id, "revision", j.rev, "error", err)
+			m.noteResult(false)
 			return
 		}
 		held = w
+		m.noteResult(true)
 		if m.wrote != nil {
 			m.wrote(j.id, j.rev)
 		}

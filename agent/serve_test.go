@@ -20,7 +20,7 @@ import (
 // directory, once setup (if any) has run; it returns the agent, the socket
 // path and a stop function (also run at cleanup) that waits for
 // serveWorkloads to return.
-func serveAgent(t *testing.T, setup func(a *Agent)) (*Agent, string, func()) {
+func serveAgent(t testing.TB, setup func(a *Agent)) (*Agent, string, func()) {
 	t.Helper()
 	a := apiAgent(t)
 	if setup != nil {

@@ -179,6 +179,7 @@ func (a *Agent) serveWorkload(c *net.UnixConn, p peer, s *slot, h *handlers) {
 		a.refuse(c, p, CodeBadRequest, "decode request: "+err.Error())
 		return
 	}
+	a.noteRequest("workload", requestKind(req.Type)) // metrics.go
 	// The request is in: the rest is the agent's work, which counts in
 	// max_conns only.
 	s.ready()
@@ -242,6 +243,7 @@ func (r *reqBuf) free() {
 // launcher that has its reply and connects again at once must not find
 // its previous connection still counted against max_conns.
 func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
+	defer a.noteGetEnv(time.Now()) // metrics.go
 	a.mu.RLock()
 	w, e := a.match(p)
 	if e != nil {
@@ -279,6 +281,7 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 // into its next record, so a peer that hammers the socket with bad requests
 // cannot flood the audit log or the agent's log.
 func (a *Agent) refuse(c *net.UnixConn, p peer, code, msg string) {
+	a.noteRefusal("workload", code) // metrics.go
 	if ok, skipped := a.limiter("workload").auditBudget(p.uid); ok {
 		reason := msg
 		if skipped > 0 {

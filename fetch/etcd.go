@@ -39,6 +39,9 @@ type EtcdConfig struct {
 	// quorum, for Health. Default 1 s. A check that has not answered
 	// within Timeout has failed; a slower one delays the next.
 	ProbeInterval time.Duration
+	// Observe, when set, is told how long each request took, successful or
+	// not (the agent's metrics); probes are not requests.
+	Observe func(time.Duration)
 }
 
 // Etcd is the backend for many nodes: every agent reads and watches the same
@@ -47,6 +50,7 @@ type EtcdConfig struct {
 // mod_revision its ModRev. Etcd is safe for concurrent use.
 type Etcd struct {
 	cli     *clientv3.Client
+	observe func(time.Duration) // EtcdConfig.Observe
 	prefix  string
 	keys    *Keyring
 	timeout time.Duration
@@ -125,7 +129,7 @@ func OpenEtcd(cfg EtcdConfig, keys *Keyring) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open etcd: %w", err)
 	}
-	e := &Etcd{cli: cli, prefix: cfg.Prefix, keys: keys, timeout: timeout, done: make(chan struct{})}
+	e := &Etcd{cli: cli, prefix: cfg.Prefix, keys: keys, timeout: timeout, observe: cfg.Observe, done: make(chan struct{})}
 	e.wg.Add(1)
 	go e.probeLoop(probe)
 	return e, nil
@@ -210,7 +214,12 @@ func (e *Etcd) probeLoop(interval time.Duration) {
 // timeout, and refused by a member that has no leader (so a partitioned
 // member fails fast instead of serving stale reads or queueing writes).
 func (e *Etcd) request(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(clientv3.WithRequireLeader(ctx), e.timeout)
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), e.timeout)
+	if e.observe == nil {
+		return ctx, cancel
+	}
+	start := time.Now()
+	return ctx, func() { cancel(); e.observe(time.Since(start)) }
 }
 
 // errClosedEtcd is the error of a call on a closed Etcd.

@@ -9,5 +9,10 @@
 // appear on stdout only as the agent returns them (masked unless --reveal).
 //
 // Exit codes: 0 done, 1 the command failed (stderr "envlet: CODE: message"),
-// 2 bad usage ("envlet: USAGE: message").
+// 2 bad usage ("envlet: USAGE: message"), 3 `envlet status` found the agent
+// degraded ("envlet: DEGRADED: reasons", after the status).
+//
+// Shell completion (completion.go) offers names the agent lists for the
+// caller, never values; man pages are generated from the command tree with
+// `-tags mangen` (man.go), which keeps their generator out of the binary.
 package main

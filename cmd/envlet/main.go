@@ -41,8 +41,11 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		ae = &apiError{Code: codeUsage, Message: oneLine(err.Error())}
 	}
 	fmt.Fprintf(stderr, "envlet: %s: %s\n", ae.Code, ae.Message)
-	if ae.Code == codeUsage {
+	switch ae.Code {
+	case codeUsage:
 		return 2
+	case codeDegraded: // status.go
+		return 3
 	}
 	return 1
 }
@@ -69,10 +72,13 @@ func (a *app) client() *client {
 func (a *app) rootCmd() *cobra.Command {
 	root := group("envlet", "Manage the variables envletd serves to workloads")
 	root.Long = `envlet manages the environment variables and secrets that envletd serves
-to workloads, over the agent's admin socket.`
+to workloads, over the agent's admin socket.
+
+Exit status: 0 done; 1 the command failed ("envlet: CODE: message" on
+stderr); 2 bad usage ("envlet: USAGE: message"); 3 envlet status found the
+agent degraded. Shell completion: envlet completion bash|zsh|fish.`
 	root.SilenceErrors = true
 	root.SilenceUsage = true
-	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVar(&a.socket, "socket", "",
 		"admin socket `PATH` (default $ENVLET_ADMIN_SOCKET, else "+defaultSocket+")")
 	root.SetFlagErrorFunc(flagError)
@@ -82,6 +88,7 @@ to workloads, over the agent's admin socket.`
 		"{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.AddCommand(a.envCmd(), a.projectCmd(), a.groupCmd(), a.secretCmd(), a.workloadCmd(), a.explainCmd(),
 		a.statusCmd(), a.whoamiCmd(), a.auditCmd())
+	a.addCompletion(root) // completion.go
 	return root
 }
 

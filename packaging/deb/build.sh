@@ -4,6 +4,7 @@
 #
 #   VERSION  the package version (default: the Makefile's)
 #   GO       the go command (default: go)
+#   MAN      the man pages `make man` wrote (default: bin/man)
 #
 # The tree it packs:
 #   /usr/bin/envletd, /usr/bin/envlet       as `make build` builds them (cgo
@@ -16,14 +17,19 @@
 #   /etc/envlet/envletd.conf               a conffile
 #   /etc/envlet/workloads.d/
 #   /etc/logrotate.d/envlet                 the audit log's rotation, a conffile
-#   /usr/share/doc/envlet/                 README, copyright, examples
+#   /usr/share/doc/envlet/                 README, copyright, examples (also
+#                                           prometheus/envlet-alerts.yml)
 #   /usr/lib/python3/dist-packages/envlet/  the Python client (clients/python)
+#   /usr/share/man/man1/envlet*.1.gz, man8/envletd.8.gz
+#   /usr/share/bash-completion/completions/envlet, zsh and fish
+#                                           completions (envlet completion)
 set -euo pipefail
 umask 022
 cd "$(dirname "$0")/../.."
 out=${1:-dist}
 version=${VERSION:-0.1.0}
 go=${GO:-go}
+man=${MAN:-bin/man}
 arch=$($go env GOARCH)
 case $arch in amd64 | arm64) ;; *) echo "build.sh: no Debian architecture for GOARCH=$arch" >&2; exit 1 ;; esac
 case $version in [0-9]*) ;; *) echo "build.sh: VERSION must start with a digit: $version" >&2; exit 1 ;; esac
@@ -55,6 +61,29 @@ install -m 0755 packaging/container/run.sh "$doc/examples/container/"
 # The Python client, pure Python: importable by Debian's python3 as is.
 install -d -m 0755 "$root/usr/lib/python3/dist-packages/envlet"
 install -m 0644 clients/python/src/envlet/*.py clients/python/src/envlet/py.typed "$root/usr/lib/python3/dist-packages/envlet/"
+
+install -d -m 0755 "$doc/examples/prometheus"
+install -m 0644 packaging/prometheus/envlet-alerts.yml "$doc/examples/prometheus/"
+
+# Man pages, compressed as Debian policy asks (-n: no name or time in the
+# header, so the package is the same from build to build).
+[ -f "$man/envlet.1" ] && [ -f "$man/envletd.8" ] || { echo "build.sh: no man pages in $man (make man)" >&2; exit 1; }
+install -d -m 0755 "$root/usr/share/man/man1" "$root/usr/share/man/man8"
+for page in "$man"/*.1 "$man"/*.8; do
+	sec=${page##*.}
+	gzip -9n <"$page" >"$root/usr/share/man/man$sec/$(basename "$page").gz"
+	chmod 0644 "$root/usr/share/man/man$sec/$(basename "$page").gz"
+done
+
+# Shell completion, from the envlet just built (the package's architecture
+# is this machine's: see arch above).
+install -d -m 0755 "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
+	"$root/usr/share/fish/vendor_completions.d"
+"$root/usr/bin/envlet" completion bash >"$root/usr/share/bash-completion/completions/envlet"
+"$root/usr/bin/envlet" completion zsh >"$root/usr/share/zsh/vendor-completions/_envlet"
+"$root/usr/bin/envlet" completion fish >"$root/usr/share/fish/vendor_completions.d/envlet.fish"
+chmod 0644 "$root/usr/share/bash-completion/completions/envlet" "$root/usr/share/zsh/vendor-completions/_envlet" \
+	"$root/usr/share/fish/vendor_completions.d/envlet.fish"
 
 # A cgo build of the agent links glibc: depend on the newest symbol
 # version it uses. A static build depends on nothing.

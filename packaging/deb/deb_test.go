@@ -49,7 +49,7 @@ func build(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(keep, "dist")
-	cmd := exec.Command("make", "deb", "DIST="+out, "VERSION="+version)
+	cmd := exec.Command("make", "deb", "DIST="+out, "VERSION="+version, "MAN="+filepath.Join(keep, "man"))
 	cmd.Dir = "../.."
 	if b, err := cmd.CombinedOutput(); err != nil {
 		built.err = err
@@ -95,6 +95,14 @@ var want = map[string]os.FileMode{
 	"usr/lib/python3/dist-packages/envlet/__init__.py":           0o644,
 	"usr/lib/python3/dist-packages/envlet/workload.py":           0o644,
 	"usr/lib/python3/dist-packages/envlet/py.typed":              0o644,
+	"usr/share/doc/envlet/examples/prometheus/envlet-alerts.yml": 0o644,
+	"usr/share/man/man1/envlet.1.gz":                             0o644,
+	"usr/share/man/man1/envlet-status.1.gz":                      0o644,
+	"usr/share/man/man1/envlet-exec.1.gz":                        0o644,
+	"usr/share/man/man8/envletd.8.gz":                            0o644,
+	"usr/share/bash-completion/completions/envlet":               0o644,
+	"usr/share/zsh/vendor-completions/_envlet":                   0o644,
+	"usr/share/fish/vendor_completions.d/envlet.fish":            0o644,
 }
 
 func TestTree(t *testing.T) {
