@@ -36,6 +36,10 @@ type Status struct {
 	ServingSnapshot bool   `json:"serving_snapshot,omitempty"`
 	MissingKeys     string `json:"missing_keys,omitempty"`   // comma-separated key ids the key ring lacks
 	SnapshotError   string `json:"snapshot_error,omitempty"` // why the snapshot file cannot be written
+	// Audit records that could not be written (serves go on when the audit
+	// log fails; admin changes do not), and the last write error, if any.
+	AuditLostRecords int64  `json:"audit_lost_records"`
+	AuditError       string `json:"audit_error,omitempty"`
 }
 
 // Variable is a variable in a reply. Value is MaskText and Masked true when
