@@ -81,7 +81,7 @@ to workloads, over the agent's admin socket.`
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
 		"{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.AddCommand(a.envCmd(), a.projectCmd(), a.groupCmd(), a.secretCmd(), a.workloadCmd(), a.explainCmd(),
-		a.statusCmd(), a.whoamiCmd(), a.auditCmd())
+		a.statusCmd(), a.whoamiCmd(), a.auditCmd(), a.uiCmd())
 	return root
 }
 
