@@ -180,7 +180,9 @@ type secretsData struct {
 	Projects []string // where a new secret may go
 }
 
-func (s *Server) secretsPage(w http.ResponseWriter, r *http.Request) { s.showSecrets(w, r, "", "", nil) }
+func (s *Server) secretsPage(w http.ResponseWriter, r *http.Request) {
+	s.showSecrets(w, r, "", "", nil)
+}
 
 func (s *Server) showSecrets(w http.ResponseWriter, r *http.Request, scope, name string, value *string) {
 	who, err1 := s.whoami(r)

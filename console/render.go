@@ -24,8 +24,8 @@ type view struct {
 var pageNames = []string{"refused", "env", "secrets", "projects", "project", "org", "workloads", "audit"}
 
 var funcs = template.FuncMap{
-	"join": strings.Join,
-	"add":  func(a, b int) int { return a + b },
+	"join":   strings.Join,
+	"add":    func(a, b int) int { return a + b },
 	"masked": func(s string) bool { return s == api.MaskText },
 	"rowErr": func(f *flash, row string) string {
 		if f != nil && f.Error && f.Row == row {

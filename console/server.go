@@ -34,7 +34,7 @@ const maxForm = 2 * api.MaxBody
 
 // csp allows the console's own assets only: no inline script, no other
 // origin, no framing, forms posting only back to the console.
-const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // Server serves the console to the one browser that signs in with its token.
@@ -222,7 +222,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 func (s *Server) refuse(w http.ResponseWriter, status int, text string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	s.pages["refused"].ExecuteTemplate(w, "layout", &view{Title: http.StatusText(status), Message: text})
+	s.pages["refused"].ExecuteTemplate(w, "layout", &view{Title: http.StatusText(status), Who: &api.Whoami{}, Message: text})
 }
 
 // Serve serves the console on ln until ctx ends.
