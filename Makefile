@@ -4,7 +4,7 @@ BIN     ?= bin
 # The launcher is built static and stripped: it is copied into images.
 LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build demo test test-etcd test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
+.PHONY: screenshots all build demo test test-etcd test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
 
 all: build
 
@@ -27,6 +27,12 @@ test: lint
 # the TestEtcd* tests ran in the first pass already.
 test-etcd:
 	ENVLET_E2E_BACKEND=etcd $(GO) test -race -count=1 -timeout 30m -skip '^TestEtcd' ./e2e/
+
+# A PNG of every page of the web console (envlet ui), taken by its browser
+# tests' headless Chromium (as root), into docs/screenshots/.
+screenshots:
+	mkdir -p docs/screenshots
+	ENVLET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestConsole$$' ./e2e/
 
 test-short:
 	$(GO) test -count=1 ./...

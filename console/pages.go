@@ -121,7 +121,7 @@ func (s *Server) envSave(w http.ResponseWriter, r *http.Request) {
 	row := name
 	method := http.MethodPatch
 	if r.PostFormValue("new") != "" {
-		method, row = http.MethodPost, "" // "" is the add row
+		method, row = http.MethodPost, addRow
 	}
 	if err == nil && !keep {
 		err = s.call(r, method, nil, body, nil, "/v1/users/me/env/%s", "variable name", name)
@@ -243,7 +243,7 @@ func (s *Server) secretCreate(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = s.secretCall(r, http.MethodPost, scope, name, nil, body, nil)
 	}
-	s.done(w, r, "/secrets", "", err, "Created secret "+name+".")
+	s.done(w, r, "/secrets", addRow, err, "Created secret "+name+".")
 }
 
 // uploaded is the base64 of the file sent in field, as the agent takes a

@@ -186,7 +186,7 @@ func (s *Server) projectVarSave(w http.ResponseWriter, r *http.Request) {
 	name, body, keep, err := varWrite(r)
 	row := name
 	if r.PostFormValue("new") != "" {
-		row = ""
+		row = addRow
 	}
 	if err == nil && !keep {
 		err = s.call(r, http.MethodPut, nil, body, nil, "/v1/projects/%s/env/%s", "project", p, "variable name", name)
@@ -260,7 +260,7 @@ func (s *Server) orgPage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) groupCreate(w http.ResponseWriter, r *http.Request) {
 	g := strings.TrimSpace(r.PostFormValue("group"))
 	err := s.call(r, http.MethodPost, nil, &api.GroupCreate{Name: g}, nil, "/v1/groups")
-	s.done(w, r, "/org", "", err, "Created group "+g+".")
+	s.done(w, r, "/org", addRow, err, "Created group "+g+".")
 }
 
 func (s *Server) groupDelete(w http.ResponseWriter, r *http.Request) {
@@ -274,7 +274,7 @@ func (s *Server) groupVarSave(w http.ResponseWriter, r *http.Request) {
 	name, body, keep, err := varWrite(r)
 	row := g + "/" + name
 	if r.PostFormValue("new") != "" {
-		row = g + "/"
+		row = g + "/" + addRow
 	}
 	if err == nil && !keep {
 		err = s.call(r, http.MethodPut, nil, body, nil, "/v1/groups/%s/env/%s", "group", g, "variable name", name)

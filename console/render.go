@@ -3,6 +3,7 @@ package console
 import (
 	"html/template"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/envlet/envlet/agent/api"
@@ -33,16 +34,19 @@ var funcs = template.FuncMap{
 		}
 		return ""
 	},
-	"vars": newVarTable,
-	"kv":   func(k, v string) map[string]string { return map[string]string{k: v} },
-	"has": func(list []string, s string) bool {
-		for _, x := range list {
-			if x == s {
-				return true
+	"vars":   newVarTable,
+	"addRow": func() string { return addRow },
+	"unassigned": func(all []api.Project, assigned []string) []string {
+		var out []string
+		for _, p := range all {
+			if !slices.Contains(assigned, p.Name) {
+				out = append(out, p.Name)
 			}
 		}
-		return false
+		return out
 	},
+	"kv":  func(k, v string) map[string]string { return map[string]string{k: v} },
+	"has": func(list []string, s string) bool { return slices.Contains(list, s) },
 }
 
 func parsePages() (map[string]*template.Template, error) {

@@ -58,6 +58,9 @@ type session struct {
 	flash *flash // what the last write did, shown once
 }
 
+// addRow names the row (or form) that adds something new, for a flash.
+const addRow = "+"
+
 // flash is the outcome of a write, shown on the next page; Row names the
 // table row an error belongs to.
 type flash struct {

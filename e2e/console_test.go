@@ -243,6 +243,7 @@ func TestConsole(t *testing.T) {
 	a.cli("env", "set", "LOG_LEVEL", "info")
 	a.cli("project", "create", "fraud")
 	a.cli("project", "add-member", "fraud", ms)
+	a.cli("project", "add-member", "--owner", "fraud", "root")
 	a.cli("project", "env", "set", "fraud", "MODEL_BUCKET", "s3://models/fraud")
 	a.cli("group", "create", "base")
 	a.cli("group", "set", "base", "REGION", "eu-north-1")
@@ -411,6 +412,15 @@ func TestConsole(t *testing.T) {
 	}
 	do(t, ctx, chromedp.Navigate(ui.base+"/audit"))
 	snaps.snap(ctx, "audit")
+
+	// 200% zoom: half the CSS width at twice the pixels; the account
+	// page still fits without scrolling sideways.
+	do(t, ctx, chromedp.EmulateViewport(640, 450, chromedp.EmulateScale(2)), chromedp.Navigate(ui.base+"/env"))
+	if w := run(t, ctx, chromedp.Evaluate[[]int](`[document.documentElement.scrollWidth, window.innerWidth]`)); w[0] > w[1] {
+		t.Errorf("at 200%% zoom the account page is %d CSS px wide in a %d px window", w[0], w[1])
+	}
+	snaps.snap(ctx, "env-zoom-200")
+	do(t, ctx, chromedp.EmulateReset())
 
 	// A member, in a browser of their own: the project's groups read-only
 	// and masked, in the order they apply; no edit controls.
