@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/envlet/envlet/agent/api"
 )
 
 // refusingAgent fails the test on any call: every refusal must happen
@@ -164,5 +166,34 @@ func TestMoved(t *testing.T) {
 	}
 	if strings.Join(list, "") != "abc" {
 		t.Errorf("moved changed its input: %v", list)
+	}
+}
+
+// TestPreviewHidesMaskedOverrides: an override typed for a masked name is
+// neither shown in the preview nor written into the registration.
+func TestPreviewHidesMaskedOverrides(t *testing.T) {
+	who := &api.Whoami{User: "alice", UID: 1001}
+	explained := []api.Explained{
+		{Name: "DB_PASSWORD", Value: api.MaskText, Masked: true, Layer: "group:base"},
+		{Name: "REGION", Value: "eu", Layer: "group:base"},
+	}
+	rows, reg := preview(who, "fraud", explained, map[string]string{
+		"DB_PASSWORD": "canary-preview-1", "REGION": "us", "API_TOKEN_X": "canary-preview-2", "RUN": "",
+	})
+	for _, r := range rows {
+		if strings.Contains(r.Value, "canary") || (r.MaskedInput && r.Value != api.MaskText) {
+			t.Errorf("row %s shows %q", r.Name, r.Value)
+		}
+	}
+	if strings.Contains(reg, "canary") {
+		t.Errorf("registration holds a masked override:\n%s", reg)
+	}
+	for _, want := range []string{`"REGION": "us"`, `"DB_PASSWORD": "<DB_PASSWORD>"`, `"API_TOKEN_X": "<API_TOKEN_X>"`, `"RUN": ""`, `"uid": 1001`} {
+		if !strings.Contains(reg, want) {
+			t.Errorf("registration lacks %s:\n%s", want, reg)
+		}
+	}
+	if rows[len(rows)-1].Name != "RUN" || !rows[len(rows)-1].Cleared {
+		t.Errorf("an empty override clears: %+v", rows[len(rows)-1])
 	}
 }

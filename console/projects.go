@@ -142,8 +142,14 @@ func preview(who *api.Whoami, project string, explained []api.Explained, overrid
 			row.Value = api.MaskText
 		}
 	}
-	b, _ := json.MarshalIndent(reg, "", "  ")
-	return rows, string(b)
+	// Not HTML-escaped here: the template escapes it for the page, and
+	// the text must be what the user saves to a file.
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	enc.Encode(reg)
+	return rows, b.String()
 }
 
 // maskedName says whether the agent masks a name without the secret flag
