@@ -433,6 +433,14 @@ func TestConsole(t *testing.T) {
 	}
 	do(t, ctx, chromedp.Navigate(ui.base+"/audit"))
 	snaps.snap(ctx, "audit")
+	do(t, ctx, chromedp.SendKeys(chromedp.ID("hmac-value"), "canary-console-env-1"))
+	submit(t, ctx, chromedp.Click(chromedp.CSS(`form[action="/audit/hmac"] button`)))
+	if h := run(t, ctx, chromedp.Text(chromedp.ID("hmac"))); !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(h) {
+		t.Errorf("audit HMAC %q", h)
+	} else if b, _ := os.ReadFile(a.audit); !strings.Contains(string(b), h) {
+		t.Errorf("the HMAC of DB_TOKEN's value is not in the audit log (its write is)")
+	}
+	snaps.snap(ctx, "")
 
 	// 200% zoom: half the CSS width at twice the pixels; the account
 	// page still fits without scrolling sideways.
