@@ -21,6 +21,11 @@ one-time sign-in token, and runs until interrupted. Every page talks to the
 agent as you, over the admin socket: the console can do exactly what you can.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ln, err := console.Listen(listen)
+			if err != nil {
+				return usagef(cmd, "%v", err)
+			}
+			defer ln.Close()
 			agent := a.client().c
 			defer agent.Close()
 			// Fail now rather than on the first page if the agent is not there.
@@ -28,13 +33,8 @@ agent as you, over the admin socket: the console can do exactly what you can.`,
 			if err != nil {
 				return err
 			}
-			ln, err := console.Listen(listen)
-			if err != nil {
-				return usagef(cmd, "%v", err)
-			}
 			srv, err := console.New(agent, ln.Addr().String())
 			if err != nil {
-				ln.Close()
 				return &apiError{Code: api.CodeInternal, Message: err.Error()}
 			}
 			fmt.Fprintf(a.stdout, "envlet console for %s (press Ctrl-C to stop); open this URL once:\n%s\n", who.User, srv.LoginURL())
