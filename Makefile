@@ -4,7 +4,7 @@ BIN     ?= bin
 # The launcher is built static and stripped: it is copied into images.
 LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build man demo test test-etcd test-python test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
+.PHONY: screenshots all build man demo test test-etcd test-python test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
 
 all: build
 
@@ -49,6 +49,12 @@ test-python: build
 	  echo "test-python: SKIP: install python3-pytest mypy python3-pip python3-setuptools"; exit 0; fi; \
 	cd clients/python && mypy --strict --python-version 3.9 --no-incremental src/envlet && \
 	  ENVLET_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+# A PNG of every page of the web console (envlet ui), taken by its browser
+# tests' headless Chromium (as root), into docs/screenshots/.
+screenshots:
+	mkdir -p docs/screenshots
+	ENVLET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestConsole$$' ./e2e/
 
 
 # Without the slow tests (builds of the binaries, long runs): -short.

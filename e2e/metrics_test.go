@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,18 +26,6 @@ func freeLoopbackAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// unusedUID is a uid from start up with no passwd entry on this machine.
-func unusedUID(t *testing.T, start int) uint32 {
-	t.Helper()
-	for uid := start; uid < start+1000; uid++ {
-		if _, err := user.LookupId(strconv.Itoa(uid)); err != nil {
-			return uint32(uid)
-		}
-	}
-	t.Fatalf("no unused uid from %d", start)
-	return 0
 }
 
 // metricsBackend is the backend label the agents of this run report.
@@ -72,7 +59,7 @@ func metricsAgent(t *testing.T) (*agentProc, string, uint32, []string) {
 	t.Helper()
 	addr := freeLoopbackAddr(t)
 	a := startAgentConf(t, "metrics_listen = "+addr, "")
-	uid := unusedUID(t, 4950)
+	uid := freeUID(t)
 	a.cli("project", "create", "fraud")
 	a.cli("project", "add-member", "fraud", strconv.Itoa(int(uid)))
 	a.register(map[string]any{"id": "w", "user": strconv.Itoa(int(uid)), "project": "fraud", "match": map[string]any{"uid": uid}})
@@ -118,7 +105,7 @@ func TestMetricsNoValues(t *testing.T) {
 	if r := a.runAs(uid, uid, "", nil, bins.exec, "--get-secret", "S"); r.code != 0 {
 		t.Fatal(r)
 	}
-	stranger := unusedUID(t, int(uid)+1)
+	stranger := freeUID(t)
 	if r := a.runAs(stranger, stranger, "", nil, bins.exec, "--", "true"); r.code == 0 {
 		t.Fatal("an unregistered uid was served")
 	}

@@ -87,7 +87,7 @@ agent degraded. Shell completion: envlet completion bash|zsh|fish.`
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
 		"{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.AddCommand(a.envCmd(), a.projectCmd(), a.groupCmd(), a.secretCmd(), a.workloadCmd(), a.explainCmd(),
-		a.statusCmd(), a.whoamiCmd(), a.auditCmd())
+		a.statusCmd(), a.whoamiCmd(), a.auditCmd(), a.uiCmd())
 	a.addCompletion(root) // completion.go
 	return root
 }
