@@ -242,6 +242,7 @@ func (r *reqBuf) free() {
 // launcher that has its reply and connects again at once must not find
 // its previous connection still counted against max_conns.
 func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
+	a.awaitEngine(p)
 	a.mu.RLock()
 	w, e := a.match(p)
 	if e != nil {

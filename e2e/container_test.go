@@ -227,11 +227,17 @@ func createContainer(t *testing.T, a *agentProc, uid uint32, extra []string, cmd
 // and stderr come to the test as a launcher's would (watch_test.go).
 func startContainer(t *testing.T, a *agentProc, name string) *watched {
 	t.Helper()
+	return startAttached(t, a, name, podman("start", "--attach", name))
+}
+
+// startAttached runs cmd, which attaches to container name.
+func startAttached(t *testing.T, a *agentProc, name string, cmd *exec.Cmd) *watched {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &watched{cmd: podman("start", "--attach", name), lines: make(chan string, 100), stderr: newLogBuf(), done: make(chan struct{})}
+	p := &watched{cmd: cmd, lines: make(chan string, 100), stderr: newLogBuf(), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = w, p.stderr
 	p.cmd.WaitDelay = time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -262,10 +268,11 @@ func startContainer(t *testing.T, a *agentProc, name string) *watched {
 }
 
 // containerFixture: project fraud with group data (DATA_BUCKET, and a
-// canary the agent must never print), alice a member.
-func containerFixture(t *testing.T) *agentProc {
+// canary the agent must never print), alice a member; conf is extra agent
+// config.
+func containerFixture(t *testing.T, conf ...string) *agentProc {
 	needImages(t)
-	a := startAgent(t, "")
+	a := startAgentConf(t, strings.Join(conf, "\n"), "")
 	a.cli("project", "create", "fraud")
 	a.cli("project", "add-member", "fraud", "alice")
 	a.cli("group", "create", "data")
