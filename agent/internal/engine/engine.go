@@ -75,9 +75,9 @@ func (f *Follower) client() (*client.Client, error) {
 
 // Run follows the engine until ctx ends: subscribe to container events,
 // reconcile with the containers that exist, then apply each create and
-// remove. When the engine goes away it tries again, backing off to every
-// 5 s, and reconciles once it answers. A socket not owned by root stops
-// it (and the agent) with an error.
+// remove. When the engine goes away (or its socket is no longer root's)
+// the registrations stay as they are and it tries again, from 0.1 s
+// backing off to every 5 s, and reconciles once the engine answers.
 func (f *Follower) Run(ctx context.Context) error {
 	delay := 100 * time.Millisecond
 	for {
@@ -85,9 +85,8 @@ func (f *Follower) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var owner *ownerError
-		if errors.As(err, &owner) {
-			return err
+		if errors.Is(err, errFollowedOnce) {
+			delay = 100 * time.Millisecond // it ran: the engine restarted
 		}
 		f.log.Warn("container engine unavailable; retrying", "socket", f.socket, "error", err, "retry_in", delay)
 		select {
@@ -96,24 +95,13 @@ func (f *Follower) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		delay = min(2*delay, 5*time.Second)
-		if err == errFollowedOnce {
-			delay = 100 * time.Millisecond
-		}
 	}
 }
-
-type ownerError struct{ error }
 
 // errFollowedOnce: the stream ran and then ended (the engine restarted).
 var errFollowedOnce = errors.New("the engine's event stream ended")
 
 func (f *Follower) follow(ctx context.Context) error {
-	if err := f.CheckSocket(); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return &ownerError{err}
-	}
 	cli, err := f.client()
 	if err != nil {
 		return err
