@@ -58,6 +58,7 @@ type Agent struct {
 	names    sync.Map   // uid -> user name
 
 	metrics atomic.Pointer[metrics.Metrics] // metrics.go; nil while metrics_listen is off
+	engine containerLookup // the container engine followed (engine.go); nil when none
 
 	limMu    sync.Mutex
 	limiters map[string]*connLimiter // by socket: connections held (server.go)
@@ -162,6 +163,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	// agent's resident memory is what it holds, not what it once parsed.
 	debug.FreeOSMemory()
 
+	followEngine, err := a.startEngine()
+	if err != nil {
+		return err
+	}
 	// From systemd socket activation where it passed them, else bound here.
 	socks, err := a.openSockets()
 	if err != nil {
@@ -198,6 +203,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if socks.credentials != nil {
 		parts = append(parts, func(ctx context.Context) error { return a.serveCredentials(ctx, socks.credentials) })
+	}
+	if followEngine != nil {
+		parts = append(parts, followEngine)
 	}
 	return runAll(ctx, parts...)
 }

@@ -9,7 +9,8 @@ import (
 
 // Workload attestation by cgroup (docs/design.md §3): the agent reads the peer's
 // /proc/PID/cgroup and derives the systemd unit, the path and the container
-// id that `systemd_unit`, `cgroup` and `container_id` match against.
+// id (and Kubernetes pod UID) that `systemd_unit`, `cgroup`, `container_id`
+// and `pod_uid` match against.
 //
 // Which line: a cgroup v2 host has one line, `0::PATH`. A v1 host has one
 // per hierarchy; the named `name=systemd` one is where systemd and every v1
@@ -32,6 +33,9 @@ type cgroupInfo struct {
 	// containerID is the 64-hex id of the container the process runs in,
 	// from one of the known runtime layouts, "" when none.
 	containerID string
+	// podUID is the Kubernetes pod UID of the kubepods layouts (kubelet's
+	// cgroupfs and systemd drivers), "" when none.
+	podUID string
 	// delegatedUID is N when path lies inside user@N.service: that user
 	// names the cgroups below it (rootless podman), so a container id found
 	// there counts only for a registration that also pins the uid. -1
@@ -117,8 +121,18 @@ func cgroupOf(b []byte) (cgroupInfo, error) {
 	return describeCgroup(path)
 }
 
-// describeCgroup derives the unit, slices and container id of a path.
+// describeCgroup derives the unit, slices, container id and pod UID of a
+// path. A pod UID counts only for a process in one of the pod's containers
+// (not the runtime's monitor, crio-conmon, in the same slice).
 func describeCgroup(path string) (cgroupInfo, error) {
+	info, err := describeCgroupPath(path)
+	if info.containerID == "" || info.delegatedUID >= 0 {
+		info.podUID = ""
+	}
+	return info, err
+}
+
+func describeCgroupPath(path string) (cgroupInfo, error) {
 	info := cgroupInfo{path: path, delegatedUID: -1}
 	if path == "/" {
 		return info, nil
@@ -137,6 +151,16 @@ func describeCgroup(path string) (cgroupInfo, error) {
 	for i < len(comps) && strings.HasSuffix(comps[i], ".slice") {
 		info.slices = append(info.slices, comps[i])
 		i++
+	}
+	if len(info.slices) > 0 && info.slices[0] == "kubepods.slice" {
+		// kubelet, systemd driver: kubepods[-QOS]-pod<UID, _ for ->.slice
+		for _, sl := range info.slices[1:] {
+			if i := strings.LastIndex(sl, "-pod"); i >= 0 && strings.HasPrefix(sl, "kubepods-") {
+				if uid := strings.ReplaceAll(strings.TrimSuffix(sl[i+len("-pod"):], ".slice"), "_", "-"); validPodUID(uid) {
+					info.podUID = uid
+				}
+			}
+		}
 	}
 	if i < len(comps) && isUnitName(comps[i]) {
 		info.unit = comps[i]
@@ -173,6 +197,9 @@ func describeCgroup(path string) (cgroupInfo, error) {
 		j := 1
 		if j < len(comps) && (comps[j] == "burstable" || comps[j] == "besteffort") {
 			j++
+		}
+		if j < len(comps) && strings.HasPrefix(comps[j], "pod") && validPodUID(comps[j][3:]) {
+			info.podUID = comps[j][3:]
 		}
 		if j+1 < len(comps) && strings.HasPrefix(comps[j], "pod") {
 			c := strings.TrimPrefix(comps[j+1], "crio-")
@@ -305,6 +332,31 @@ func validMatchCgroup(s string) bool {
 // short form `docker ps` shows.
 func validMatchContainerID(s string) bool {
 	return len(s) >= 12 && len(s) <= 64 && isLowerHex(s)
+}
+
+// validPodUID: a pod's metadata.uid as kubelet names its cgroup, an RFC
+// 4122 UUID in lowercase (8-4-4-4-12 hex digits), or the 32 hex digits of
+// a static pod's (a hash of its manifest).
+func validPodUID(s string) bool {
+	if len(s) == 32 {
+		return isLowerHex(s)
+	}
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch i {
+		case 8, 13, 18, 23:
+			if s[i] != '-' {
+				return false
+			}
+		default:
+			if !isLowerHex(s[i : i+1]) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // underCgroup reports whether path is prefix or lies below it, on a

@@ -31,6 +31,9 @@ type Config struct {
 	AdminGroup        string
 	AdminSocketMode   os.FileMode
 	TokenDir          string // workload token files (token.go)
+	// ContainerEngine, unix:///path, is a Docker Engine API socket whose
+	// labelled containers are registered (engine.go); "" for none.
+	ContainerEngine string
 
 	// Bounds on what a peer can hold (server.go): connections at once on
 	// each socket, in all and per uid, and the time one workload request

@@ -21,7 +21,7 @@ import (
 var configKeys = []configKey{
 	key("state_dir", func(c *Config) *string { return &c.StateDir }, text, restart, "/var/lib/envlet", "state.enc + state.log: the encrypted store"),
 	key("key_file", func(c *Config) *string { return &c.KeyFile }, text, restart, "/etc/envlet/keyring", "or $CREDENTIALS_DIRECTORY/envlet.keyring"),
-	key("workload_socket", func(c *Config) *string { return &c.WorkloadSocket }, text, restart, "/run/envlet/workload.sock", ""),
+	key("workload_socket", func(c *Config) *string { return &c.WorkloadSocket }, text, restart, "/run/envlet/workload.sock", `on a container host: /run/envlet/workload/workload.sock ("Containers")`),
 	key("admin_socket", func(c *Config) *string { return &c.AdminSocket }, text, restart, "/run/envlet/admin.sock", ""),
 	key("admin_socket_mode", func(c *Config) *os.FileMode { return &c.AdminSocketMode }, socketMode, restart, "0666", "0660: only root and admin_group may connect"),
 	key("admin_group", func(c *Config) *string { return &c.AdminGroup }, text, restart, "envlet-admin", ""),
@@ -42,6 +42,7 @@ var configKeys = []configKey{
 	key("etcd_key_file", func(c *Config) *string { return &c.EtcdKeyFile }, text, restart, "/etc/envlet/etcd-key.pem", ""),
 	key("etcd_timeout", func(c *Config) *time.Duration { return &c.EtcdTimeout }, duration(10*time.Minute, "10m"), restart, "5s", "bound on each etcd request"),
 	key("token_dir", func(c *Config) *string { return &c.TokenDir }, text, restart, "/run/envlet/tokens", `workload token files ("token": true)`),
+	key("container_engine", func(c *Config) *string { return &c.ContainerEngine }, text, restart, "unix:///run/podman/podman.sock", `labelled containers registered (README "Containers registered by the engine"); unset: none`),
 	key("request_timeout", func(c *Config) *time.Duration { return &c.RequestTimeout }, duration(time.Hour, "1h"), restart, "5s", "one workload request, connect to reply"),
 	key("max_conns_per_uid", func(c *Config) *int { return &c.MaxConnsPerUID }, count, restart, "32", "per socket: a uid's connections before their request is in"),
 	key("max_conns", func(c *Config) *int { return &c.MaxConns }, count, restart, "1024", "per socket: all connections"),

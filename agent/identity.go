@@ -32,7 +32,7 @@ var procReads atomic.Int64
 
 // identify completes p for matching: the token it presented. Its cgroup is
 // read only when a registration it could be asks for one (systemd_unit,
-// cgroup, container_id) or a refusal describes it: uid and gid come with
+// cgroup, container_id, pod_uid) or a refusal describes it: uid and gid come with
 // the connection (SO_PEERCRED), and most nodes match by them, so most
 // requests never touch /proc.
 func identify(p *peer, c *net.UnixConn, token []byte) {
@@ -97,7 +97,7 @@ func (w *workload) matchesPeer(p peer) bool {
 			return false
 		}
 	}
-	if m.SystemdUnit == "" && m.Cgroup == "" && m.ContainerID == "" {
+	if m.SystemdUnit == "" && m.Cgroup == "" && m.ContainerID == "" && m.PodUID == "" {
 		return true
 	}
 	cg, err := p.cgroup()
@@ -114,6 +114,9 @@ func (w *workload) matchesPeer(p peer) bool {
 		}
 	}
 	if m.Cgroup != "" && !underCgroup(cg.path, m.Cgroup) {
+		return false
+	}
+	if m.PodUID != "" && cg.podUID != m.PodUID {
 		return false
 	}
 	if m.ContainerID != "" {
@@ -157,6 +160,9 @@ func (p peer) describe() string {
 			}
 		} else {
 			b.WriteString(", no container")
+		}
+		if cg.podUID != "" {
+			fmt.Fprintf(&b, ", pod %s", cg.podUID)
 		}
 	}
 	if p.id != nil && p.id.token != nil {

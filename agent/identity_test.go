@@ -31,6 +31,7 @@ func TestCgroupLayouts(t *testing.T) {
 		container string
 		delegated int64
 		slices    string
+		pod       string // the Kubernetes pod UID
 		err       string
 	}{
 		{file: "systemd-v2", path: "/system.slice/train.service", unit: "train.service", slices: "system.slice"},
@@ -46,12 +47,15 @@ func TestCgroupLayouts(t *testing.T) {
 		{file: "docker-systemd-v2", path: "/system.slice/docker-" + dockerID + ".scope", unit: "docker-" + dockerID + ".scope", container: dockerID},
 		{file: "docker-systemd-hybrid", path: "/system.slice/docker-" + dockerID + ".scope", unit: "docker-" + dockerID + ".scope", container: dockerID},
 		{file: "containerd-k8s-systemd-v2", unit: "cri-containerd-" + k8sID + ".scope", container: k8sID,
-			slices: "kubepods.slice,kubepods-burstable.slice,kubepods-burstable-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice"},
-		{file: "containerd-k8s-cgroupfs-hybrid", path: "/kubepods/burstable/poda0178de9-9963-4c21-a277-14564e7abd2b/" + k8sID, container: k8sID},
-		{file: "containerd-k8s-guaranteed-cgroupfs-v2", container: k8sID},
-		{file: "crio-systemd-v2", unit: "crio-" + crioID + ".scope", container: crioID},
+			slices: "kubepods.slice,kubepods-burstable.slice,kubepods-burstable-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice",
+			pod:    "0a1b2c3d-4e5f-6789-abcd-ef0123456789"},
+		{file: "containerd-k8s-cgroupfs-hybrid", path: "/kubepods/burstable/poda0178de9-9963-4c21-a277-14564e7abd2b/" + k8sID, container: k8sID,
+			pod: "a0178de9-9963-4c21-a277-14564e7abd2b"},
+		{file: "containerd-k8s-guaranteed-cgroupfs-v2", container: k8sID, pod: "b34634ea-cd65-4099-bee5-ad4de9264ffb"},
+		{file: "containerd-k8s-static-pod-cgroupfs-v2", container: k8sID, pod: "6c5e1b9d3f2a4e8b9c0d1e2f3a4b5c6d"},
+		{file: "crio-systemd-v2", unit: "crio-" + crioID + ".scope", container: crioID, pod: "b34634ea-cd65-4099-bee5-ad4de9264ffb"},
 		{file: "crio-conmon-v2", unit: "crio-conmon-" + crioID + ".scope"},
-		{file: "crio-cgroupfs-v1", container: crioID},
+		{file: "crio-cgroupfs-v1", container: crioID, pod: "b34634ea-cd65-4099-bee5-ad4de9264ffb"},
 		{file: "podman-systemd-v2", path: "/machine.slice/libpod-" + podmanID + ".scope/container", unit: "libpod-" + podmanID + ".scope", container: podmanID},
 		{file: "podman-conmon-v2", unit: "libpod-conmon-" + podmanID + ".scope"},
 		{file: "podman-cgroupfs-v1", path: "/libpod_parent/libpod-" + podmanID, container: podmanID},
@@ -61,6 +65,8 @@ func TestCgroupLayouts(t *testing.T) {
 		// A user's own train.service is not the system's train.service.
 		{file: "user-unit-spoof-v2", path: "/user.slice/user-1000.slice/user@1000.service/app.slice/train.service", unit: "user@1000.service"},
 		{file: "user-docker-spoof-v2", unit: "user@1000.service", container: dockerID, delegated: 1000},
+		// Nor is a kubepods slice under a user's manager a pod.
+		{file: "user-kubepods-spoof-v2", unit: "user@1000.service", container: k8sID, delegated: 1000},
 		{file: "v2-with-named-v1-root", path: "/system.slice/train.service", unit: "train.service"},
 		{file: "root-hybrid", path: "/"},
 		{file: "init-v2", path: "/init.scope", unit: "init.scope"},
@@ -96,6 +102,9 @@ func TestCgroupLayouts(t *testing.T) {
 			}
 			if cg.containerID != tt.container {
 				t.Errorf("container = %q, want %q", cg.containerID, tt.container)
+			}
+			if cg.podUID != tt.pod {
+				t.Errorf("pod = %q, want %q", cg.podUID, tt.pod)
 			}
 			want := int64(-1)
 			if tt.delegated != 0 {
@@ -197,6 +206,16 @@ func TestMatchesPeer(t *testing.T) {
 		{"ContainerRootlessWithUID", Match{ContainerID: podmanID, UID: u32(1000)}, 1000, info("podman-rootless-v2"), true},
 		{"ContainerUserSpoof", Match{ContainerID: dockerID}, 1000, info("user-docker-spoof-v2"), false},
 		{"ContainerOutsideNamespace", Match{ContainerID: dockerID}, 0, info("outside-namespace-v2"), false},
+		{"PodSystemd", Match{PodUID: "0a1b2c3d-4e5f-6789-abcd-ef0123456789"}, 0, info("containerd-k8s-systemd-v2"), true},
+		{"PodCgroupfs", Match{PodUID: "a0178de9-9963-4c21-a277-14564e7abd2b"}, 0, info("containerd-k8s-cgroupfs-hybrid"), true},
+		{"PodCRIO", Match{PodUID: "b34634ea-cd65-4099-bee5-ad4de9264ffb"}, 0, info("crio-systemd-v2"), true},
+		{"PodOther", Match{PodUID: "a0178de9-9963-4c21-a277-14564e7abd2b"}, 0, info("crio-systemd-v2"), false},
+		{"PodConmon", Match{PodUID: "b34634ea-cd65-4099-bee5-ad4de9264ffb"}, 0, info("crio-conmon-v2"), false},
+		{"PodNotContainer", Match{PodUID: "b34634ea-cd65-4099-bee5-ad4de9264ffb"}, 0, info("docker-systemd-v2"), false},
+		{"PodUserSpoof", Match{PodUID: "b34634ea-cd65-4099-bee5-ad4de9264ffb", UID: u32(1000)}, 1000, info("user-kubepods-spoof-v2"), false},
+		{"PodAndUID", Match{PodUID: "b34634ea-cd65-4099-bee5-ad4de9264ffb", UID: u32(1001)}, 1001, info("crio-systemd-v2"), true},
+		{"PodButNotUID", Match{PodUID: "b34634ea-cd65-4099-bee5-ad4de9264ffb", UID: u32(1001)}, 1002, info("crio-systemd-v2"), false},
+		{"PodWhenCgroupUnknown", Match{PodUID: "b34634ea-cd65-4099-bee5-ad4de9264ffb"}, 0, gone, false},
 		{"Token", Match{Token: true}, 5, withToken(info("systemd-v2"), tok), true},
 		{"TokenWrong", Match{Token: true}, 5, withToken(info("systemd-v2"), strings.Repeat("cd", 32)), false},
 		{"TokenShort", Match{Token: true}, 5, withToken(info("systemd-v2"), tok[:10]), false},
@@ -268,6 +287,11 @@ func TestRegistrationMatchFields(t *testing.T) {
 		{`{"container_id":"` + dockerID[:12] + `"}`, ""},
 		{`{"container_id":"` + dockerID[:11] + `"}`, "container_id must be"},
 		{`{"container_id":"` + strings.ToUpper(dockerID) + `"}`, "container_id must be"},
+		{`{"pod_uid":"b34634ea-cd65-4099-bee5-ad4de9264ffb"}`, ""},
+		{`{"pod_uid":"6c5e1b9d3f2a4e8b9c0d1e2f3a4b5c6d"}`, ""},
+		{`{"pod_uid":"B34634EA-cd65-4099-bee5-ad4de9264ffb"}`, "pod_uid must be"},
+		{`{"pod_uid":"b34634ea_cd65_4099_bee5_ad4de9264ffb"}`, "pod_uid must be"},
+		{`{"pod_uid":"b34634ea-cd65-4099-bee5"}`, "pod_uid must be"},
 		{`{"token":true}`, ""},
 		{`{"token":true,"uid":5,"systemd_unit":"a.service","cgroup":"/x","container_id":"` + dockerID + `"}`, ""},
 	} {

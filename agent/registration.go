@@ -51,6 +51,7 @@ type Match struct {
 	SystemdUnit string  `json:"systemd_unit,omitempty"`
 	Cgroup      string  `json:"cgroup,omitempty"`
 	ContainerID string  `json:"container_id,omitempty"`
+	PodUID      string  `json:"pod_uid,omitempty"`
 	Token       bool    `json:"token,omitempty"`
 }
 
@@ -108,8 +109,8 @@ func (r *Registration) check() error {
 		return errorf(CodeInvalidRequest, "registration %s: project is missing or invalid", r.ID)
 	}
 	m := r.Match
-	if m.UID == nil && m.GID == nil && m.SystemdUnit == "" && m.Cgroup == "" && m.ContainerID == "" && !m.Token {
-		return errorf(CodeInvalidRequest, "registration %s: match names nothing (want uid, gid, systemd_unit, cgroup, container_id or token)", r.ID)
+	if m.UID == nil && m.GID == nil && m.SystemdUnit == "" && m.Cgroup == "" && m.ContainerID == "" && m.PodUID == "" && !m.Token {
+		return errorf(CodeInvalidRequest, "registration %s: match names nothing (want uid, gid, systemd_unit, cgroup, container_id, pod_uid or token)", r.ID)
 	}
 	if err := m.check(r.ID); err != nil {
 		return err
@@ -139,6 +140,8 @@ func (m *Match) check(id string) error {
 		return errorf(CodeInvalidRequest, "registration %s: cgroup must be an absolute, clean path other than / (e.g. /system.slice/train.service)", id)
 	case m.ContainerID != "" && !validMatchContainerID(m.ContainerID):
 		return errorf(CodeInvalidRequest, "registration %s: container_id must be 12 to 64 lowercase hex digits", id)
+	case m.PodUID != "" && !validPodUID(m.PodUID):
+		return errorf(CodeInvalidRequest, "registration %s: pod_uid must be a pod's metadata.uid (a lowercase UUID, or 32 hex digits for a static pod)", id)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ func (a *Agent) serveSecret(c *net.UnixConn, p peer, req wire.Request) {
 		a.refuse(c, p, CodeInvalidName, "invalid secret name")
 		return
 	}
+	a.awaitEngine(p)
 	a.mu.RLock()
 	w, e := a.match(p)
 	if e != nil {

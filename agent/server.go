@@ -244,6 +244,7 @@ func (r *reqBuf) free() {
 // its previous connection still counted against max_conns.
 func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 	defer a.noteGetEnv(time.Now()) // metrics.go
+	a.awaitEngine(p)
 	a.mu.RLock()
 	w, e := a.match(p)
 	if e != nil {

@@ -135,6 +135,7 @@ func (s *watchSet) closeAll() {
 // launcher sends after a Changed must not be refused because its uid's
 // watches hold the slots.
 func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot func()) {
+	a.awaitEngine(p)
 	a.mu.RLock()
 	w, e := a.match(p)
 	if e != nil {

@@ -48,6 +48,7 @@ func TestMain(m *testing.M) {
 	bins.exec = build("envlet-exec", "./cmd/envlet-exec", true)
 	code := m.Run()
 	stopE2EEtcd()
+	removeContainerImages()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -144,7 +145,7 @@ func startAgentConf(t *testing.T, extraConfig, defaults string) *agentProc {
 		t: t, dir: dir,
 		config:    filepath.Join(dir, "envletd.conf"),
 		stateDir:  filepath.Join(dir, "state"),
-		workSock:  filepath.Join(dir, "w.sock"),
+		workSock:  filepath.Join(dir, "workload", "workload.sock"), // a directory of its own, as containers mount it
 		adminSock: filepath.Join(dir, "a.sock"),
 		workDir:   filepath.Join(dir, "workloads.d"),
 		audit:     filepath.Join(dir, "audit.log"),

@@ -118,7 +118,7 @@ func TestBuildContext(t *testing.T) {
 		}
 	}
 	f.Close()
-	if d.env["ENVLET_SOCKET"] != "/run/envlet/workload.sock" {
+	if d.env["ENVLET_SOCKET"] != "/run/envlet/workload/workload.sock" {
 		t.Errorf("ENV ENVLET_SOCKET=%q, want the path the socket is mounted at", d.env["ENVLET_SOCKET"])
 	}
 
@@ -222,8 +222,9 @@ func agent(t *testing.T, entries ...wire.Entry) (string, func()) {
 	}
 }
 
-// The registration and the run snippets name the socket where the
-// Dockerfile expects it.
+// The registration and the run snippets mount the socket's directory where
+// the Dockerfile expects it, never the socket file (a restarted agent
+// replaces its inode).
 func TestExamples(t *testing.T) {
 	var reg struct {
 		ID    string         `json:"id"`
@@ -233,13 +234,13 @@ func TestExamples(t *testing.T) {
 	if err != nil || json.Unmarshal(b, &reg) != nil || reg.ID == "" || reg.Match["uid"] != float64(1001) {
 		t.Errorf("registration-uid.json: %v %+v; want a registration matching uid 1001 (the image's USER)", err, reg)
 	}
-	for _, f := range []string{"compose.yaml", "pod.yaml", "run.sh"} {
+	for _, f := range []string{"compose.yaml", "run.sh", "../kubernetes/example-pod.yaml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Count(string(b), "/run/envlet/workload.sock") < 2 {
-			t.Errorf("%s does not mount /run/envlet/workload.sock at /run/envlet/workload.sock", f)
+		if strings.Contains(string(b), "/run/envlet/workload.sock") || strings.Count(string(b), "/run/envlet/workload") < 2 {
+			t.Errorf("%s does not mount the directory /run/envlet/workload at /run/envlet/workload (and only it)", f)
 		}
 	}
 	if out, err := exec.Command("sh", "-n", "run.sh").CombinedOutput(); err != nil {
