@@ -58,7 +58,7 @@ type Agent struct {
 	names    sync.Map   // uid -> user name
 
 	metrics atomic.Pointer[metrics.Metrics] // metrics.go; nil while metrics_listen is off
-	engine containerLookup // the container engine followed (engine.go); nil when none
+	engine  containerLookup                 // the container engine followed (engine.go); nil when none
 
 	limMu    sync.Mutex
 	limiters map[string]*connLimiter // by socket: connections held (server.go)
