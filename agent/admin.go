@@ -185,12 +185,17 @@ func decodeBody(r *http.Request, v any) error {
 	}
 	defer buf.Free()
 	if err := strictUnmarshal(buf.Bytes(), v); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return e // a value JSON would change (jsonstr.go)
+		}
 		if errors.Is(err, errTrailing) {
 			return errorf(CodeInvalidRequest, "decode request body: trailing data after the object")
 		}
 		return errorf(CodeInvalidRequest, "decode request body: %s", jsonErrText(err))
 	}
 	requestWipes(r).add(valueStrings(v)...)
+	requestWipes(r).addValues(lockedValues(v))
 	return nil
 }
 
@@ -367,9 +372,9 @@ func clipName(name string) string {
 
 // varBody is the body of a variable write.
 type varBody struct {
-	Value      *string `json:"value"`
-	Secret     *bool   `json:"secret"` // nil: keep the flag a stored variable has
-	FromSecret string  `json:"from_secret"`
+	Value      *lockedValue `json:"value"`  // in locked memory until the request is done (jsonstr.go)
+	Secret     *bool        `json:"secret"` // nil: keep the flag a stored variable has
+	FromSecret string       `json:"from_secret"`
 }
 
 // decode reads the body of a variable write into b and checks it.
@@ -395,7 +400,7 @@ func (b *varBody) record() ([]byte, func(old byte) byte) {
 	if b.FromSecret != "" {
 		return []byte(b.FromSecret), func(byte) byte { return flagFromRef | flagSecret }
 	}
-	return []byte(*b.Value), b.flags
+	return b.Value.Bytes(), b.flags
 }
 
 // auditWrite is the audit record of a variable write: the HMAC of the
@@ -838,6 +843,13 @@ type explainJSON struct {
 	Cleared   bool     `json:"cleared"`
 	Layer     string   `json:"layer"`
 	Overrides []string `json:"overrides"`
+	// SecretScope: for a variable set --from-secret, whose secret it took
+	// ("secret:user:alice", "secret:project:p").
+	SecretScope string `json:"secret_scope,omitempty"`
+	// LeftOut: this layer's variable of that name is not served, and why
+	// (its secret is not one the layer reaches; a protected name). Such
+	// entries come first, before the name's winner if it has one.
+	LeftOut string `json:"left_out,omitempty"`
 }
 
 func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
@@ -892,9 +904,16 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 	}
 	var revealed []string
 	out := []explainJSON{}
-	for _, res := range a.resolve(a.layersFor(user, project, w), nil) {
+	layers := a.layersFor(user, project, w)
+	for _, l := range layers {
+		for _, lo := range l.leftOut {
+			out = append(out, explainJSON{Name: lo.name, Layer: l.name, Overrides: []string{}, LeftOut: lo.reason})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for _, res := range a.resolve(layers, nil) {
 		reveal := canReveal(res.layer)
-		e := explainJSON{Name: res.name, Secret: res.secret, Layer: res.layer, Overrides: res.overrides, Cleared: len(res.value) == 0}
+		e := explainJSON{Name: res.name, Secret: res.secret, Layer: res.layer, Overrides: res.overrides, Cleared: len(res.value) == 0, SecretScope: res.scope}
 		if e.Overrides == nil {
 			e.Overrides = []string{}
 		}

@@ -47,6 +47,12 @@ type Config struct {
 	Reserved        []string
 	MlockAll        bool
 
+	// ProtectedNames are the code-loading names that the project and group
+	// layers may not set (protect.go); Limits bound what non-admins store
+	// (limits.go).
+	ProtectedNames []string
+	Limits         Limits
+
 	// Defaults is the platform layer, in file order.
 	Defaults []Default
 
@@ -93,6 +99,8 @@ func baseConfig() Config {
 		MaxValueBytes:     32 << 10,
 		AccountVarLimit:   64,
 		Reserved:          DefaultReserved,
+		ProtectedNames:    DefaultProtected,
+		Limits:            DefaultLimits,
 		EtcdPrefix:        "/envlet/",
 		EtcdTimeout:       5 * time.Second,
 		DevAdminUID:       -1,
@@ -326,6 +334,10 @@ func (c *Config) set(k, v string) error {
 		c.RequestTimeout = d
 	case "reserved":
 		c.Reserved = strings.Fields(v)
+	case "protected_names":
+		c.ProtectedNames = strings.Fields(v)
+	case "private_secret_limit", "project_secret_limit", "project_var_limit", "scope_bytes_limit", "mount_bytes_limit":
+		return c.Limits.set(k, v)
 	case "admin_socket_mode":
 		n, err := strconv.ParseUint(v, 8, 32)
 		if err != nil || n&^0o666 != 0 || n&0o600 != 0o600 {

@@ -12,6 +12,8 @@ import (
 const (
 	CodeInvalidName    = "ENV_VAR_INVALID_NAME"
 	CodeReservedName   = "ENV_VAR_RESERVED_NAME"
+	CodeProtectedName  = "ENV_VAR_PROTECTED_NAME" // a code-loading name in a layer the workload's user does not write (protect.go)
+	CodeSecretLimit    = "SECRET_LIMIT_EXCEEDED"  // a user's or a project's secrets are at a limit (limits.go)
 	CodeInvalidValue   = "ENV_VAR_INVALID_VALUE"
 	CodeLimitExceeded  = "ENV_VAR_LIMIT_EXCEEDED"
 	CodeAlreadyExists  = "ENV_VAR_ALREADY_EXISTS"
@@ -64,7 +66,7 @@ func codeOf(err error) *Error {
 func httpStatus(code string) int {
 	switch code {
 	case CodeInvalidName, CodeReservedName, CodeInvalidValue, CodeLimitExceeded,
-		CodeSecretTooLarge, CodeInvalidRequest:
+		CodeSecretTooLarge, CodeInvalidRequest, CodeProtectedName, CodeSecretLimit:
 		return http.StatusBadRequest
 	case CodeDenied:
 		return http.StatusForbidden

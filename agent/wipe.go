@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/envlet/envlet/cache"
@@ -74,19 +75,50 @@ func maskStrings(b []byte) []byte {
 // strict checks run over maskStrings(b), the decoding over b itself
 // (json.Unmarshal reads its input in place).
 func strictUnmarshal(b []byte, v any) error {
+	// Bytes that are not UTF-8 would be stored as U+FFFD (jsonstr.go). In
+	// a value (lockedValue) they are ENV_VAR_INVALID_VALUE, so the value
+	// fields decode first; anywhere else (a name, a registration) they are
+	// a bad request.
+	notUTF8 := !utf8.Valid(b)
+	if notUTF8 && !hasLockedValues(v) {
+		return errNotUTF8
+	}
 	masked := maskStrings(b)
 	dec := json.NewDecoder(bytes.NewReader(masked))
 	dec.DisallowUnknownFields()
 	shadow := reflect.New(reflect.TypeOf(v).Elem()).Interface()
-	if err := dec.Decode(shadow); err != nil {
+	err := dec.Decode(shadow)
+	for _, lv := range lockedValues(shadow) {
+		lv.buf.Free()
+	}
+	if err != nil {
 		return err
 	}
 	if dec.More() {
 		return errTrailing
 	}
-	// Escaped strings are unescaped into locked memory (jsonstr.go).
-	return unmarshalUnescaped(bodyPool, b, v)
+	// Value fields (lockedValue) decode themselves into locked memory;
+	// other escaped strings are unescaped into locked memory (jsonstr.go).
+	decode := func() error { return unmarshalUnescaped(bodyPool, b, v) }
+	if hasLockedValues(v) {
+		decode = func() error { return json.Unmarshal(b, v) }
+	}
+	if err := decode(); err != nil {
+		for _, lv := range lockedValues(v) {
+			lv.buf.Free()
+		}
+		return err
+	}
+	if notUTF8 {
+		for _, lv := range lockedValues(v) {
+			lv.buf.Free()
+		}
+		return errNotUTF8
+	}
+	return nil
 }
+
+var errNotUTF8 = errorf(CodeInvalidRequest, "the request body holds bytes that are not UTF-8; JSON would store U+FFFD instead, so it is refused")
 
 var errTrailing = errors.New("trailing data after the object")
 
@@ -173,10 +205,12 @@ var errBodyTooLarge = errors.New("request body too large")
 // bodyPool holds admin request bodies and replies while they are handled.
 var bodyPool = cache.NewPool()
 
-// wipeList collects value strings to wipe when a request is done.
+// wipeList collects value strings to wipe, and the Bufs of decoded values
+// (lockedValue) to free, when a request is done.
 type wipeList struct {
 	mu   sync.Mutex
 	strs []string
+	bufs []*cache.Buf
 }
 
 type wipeKey struct{}
@@ -202,6 +236,20 @@ func (l *wipeList) add(s ...string) {
 	l.mu.Unlock()
 }
 
+func (l *wipeList) addValues(vs []*lockedValue) {
+	if l == nil {
+		for _, v := range vs {
+			v.buf.Free()
+		}
+		return
+	}
+	l.mu.Lock()
+	for _, v := range vs {
+		l.bufs = append(l.bufs, v.buf)
+	}
+	l.mu.Unlock()
+}
+
 func (l *wipeList) wipe() {
 	if l == nil {
 		return
@@ -211,7 +259,10 @@ func (l *wipeList) wipe() {
 	for _, s := range l.strs {
 		wipeString(s)
 	}
-	l.strs = nil
+	for _, b := range l.bufs {
+		b.Free()
+	}
+	l.strs, l.bufs = nil, nil
 }
 
 // valueStrings returns the value strings in v: fields tagged "value"
