@@ -33,6 +33,7 @@ func (a *Agent) serveAdmin(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          a.log.StandardLogger(nil),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx, c = withEcho(ctx, c) // echo.go
 			uc := unixConnOf(c)
 			if uc == nil {
 				return ctx
@@ -50,6 +51,7 @@ func (a *Agent) serveAdmin(ctx context.Context, l net.Listener) error {
 	if ul, ok := l.(*net.UnixListener); ok {
 		l = &limitedListener{UnixListener: ul, lim: a.limiter("admin")}
 	}
+	l = echoListener{l} // clears the request and reply bytes net/http's buffers keep (echo.go)
 	go func() { errc <- srv.Serve(l) }()
 	select {
 	case err := <-errc:
@@ -105,8 +107,9 @@ func (a *Agent) adminHandler() http.Handler {
 				w.WriteHeader(status)
 				return
 			}
-			writeJSON(w, status, body)
-			wipes.add(valueStrings(body)...)
+			vals := valueStrings(body)
+			writeJSONPadded(w, status, body, len(vals) > 0)
+			wipes.add(vals...)
 		})
 	}
 	h("GET /v1/whoami", a.apiWhoami)
@@ -157,10 +160,15 @@ func (a *Agent) adminHandler() http.Handler {
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func writeJSON(w http.ResponseWriter, status int, v any) { writeJSONPadded(w, status, v, false) }
+
+// writeJSONPadded is writeJSON; with pad (a reply that holds values) the
+// reply is padded past net/http's response buffer, which then keeps no
+// copy of it (echo.go).
+func writeJSONPadded(w http.ResponseWriter, status int, v any, pad bool) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	writeJSONLocked(bodyPool, w, v) // indented, through locked memory (wipe.go)
+	writeJSONLocked(bodyPool, w, v, pad) // indented, through locked memory (wipe.go)
 }
 
 func writeErr(w http.ResponseWriter, e *Error) {
@@ -184,6 +192,7 @@ func decodeBody(r *http.Request, v any) error {
 		return errorf(CodeInvalidRequest, "read request body: %v", err)
 	}
 	defer buf.Free()
+	forgetRequestBody(r, buf.Bytes()) // its echo in net/http's read buffer (echo.go)
 	if err := strictUnmarshal(buf.Bytes(), v); err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -789,6 +798,7 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if err != nil {
 		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
 	}
+	forgetRequestBody(r, buf.Bytes())
 	reg, err := parseRegistration(buf.Bytes())
 	buf.Free()
 	if err != nil {

@@ -382,14 +382,27 @@ func exeRanges() [][2]uintptr {
 // writeJSONLocked writes v as indented JSON through locked memory: the
 // encoder's pooled buffer is cleared once copied, the indented copy lives
 // in the cache's memory and is zeroed when written.
-func writeJSONLocked(pool *cache.Pool, w io.Writer, v any) error {
+//
+// With pad, the reply is padded with newlines past net/http's response
+// buffer (padValueReply, echo.go).
+func writeJSONLocked(pool *cache.Pool, w io.Writer, v any, pad bool) error {
 	lw := &lockedWriter{pool: pool}
 	defer lw.free()
 	enc := json.NewEncoder(lw)
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	_, err := w.Write(lw.out.Bytes()[:lw.n])
+	n := lw.n
+	if pad && n <= replyBufSize {
+		if lw.out.Len() <= replyBufSize {
+			bigger := pool.Alloc(replyBufSize + 1)
+			copy(bigger.Bytes(), lw.out.Bytes()[:n])
+			lw.out.Free()
+			lw.out = bigger
+		}
+		n = padValueReply(lw.out.Bytes(), n)
+	}
+	_, err := w.Write(lw.out.Bytes()[:n])
 	return err
 }
 

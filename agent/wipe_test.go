@@ -155,7 +155,7 @@ func TestWriteJSONLocked(t *testing.T) {
 		enc := json.NewEncoder(&want)
 		enc.SetIndent("", "  ")
 		enc.Encode(v)
-		if err := writeJSONLocked(pool, &got, v); err != nil {
+		if err := writeJSONLocked(pool, &got, v, false); err != nil {
 			t.Fatal(err)
 		}
 		if got.String() != want.String() {
