@@ -5,8 +5,13 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
+
+	"github.com/envlet/envlet/cache"
 )
 
 // Echoes of admin traffic in net/http's pooled buffers (issue 11 §3). The
@@ -191,4 +196,107 @@ func padValueReply(b []byte, n int) int {
 		n++
 	}
 	return n
+}
+
+// Replies that hold values: encoding/json builds its output in a pooled
+// buffer that grows by copying, and each smaller copy it leaves behind
+// holds the start of the reply, values included. So the values never go
+// through it: writeValueReply puts a marker in place of each value string
+// (valueStrings' fields), has encoding/json write the rest into locked
+// memory, and writes each value, escaped by appendJSONString, in place of
+// its marker in a second locked buffer.
+
+// markValues replaces the value strings of the reply v (the fields
+// valueStrings finds, in struct fields, pointers, slices) with markers, in
+// place where they can be set, and returns the value the encoder should
+// see and the replaced strings, in marker order.
+func markValues(v any, prefix string) (any, []string) {
+	rv := reflect.ValueOf(v)
+	if !rv.IsValid() {
+		return v, nil
+	}
+	// A struct held by value in the interface cannot be set: a copy can
+	// (its slices still share their elements with v, which is fine: the
+	// reply is not used after it is written).
+	cp := reflect.New(rv.Type()).Elem()
+	cp.Set(rv)
+	var orig []string
+	var walk func(v reflect.Value, value bool)
+	walk = func(v reflect.Value, value bool) {
+		switch v.Kind() {
+		case reflect.Pointer, reflect.Interface:
+			if !v.IsNil() {
+				walk(v.Elem(), value)
+			}
+		case reflect.String:
+			if value && v.CanSet() {
+				orig = append(orig, v.String())
+				v.SetString(prefix + strconv.Itoa(len(orig)-1) + "\"")
+			}
+		case reflect.Struct:
+			t := v.Type()
+			for i := 0; i < t.NumField(); i++ {
+				if !t.Field(i).IsExported() {
+					continue
+				}
+				f := v.Field(i)
+				tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+				walk(f, (tag == "value" || tag == "issued_token") &&
+					(f.Kind() == reflect.String || f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.String))
+			}
+		case reflect.Slice, reflect.Array:
+			for i := 0; i < v.Len(); i++ {
+				walk(v.Index(i), value)
+			}
+		}
+	}
+	walk(cp, false)
+	return cp.Interface(), orig
+}
+
+// splice writes enc (JSON holding markers) to a new locked Buf with each
+// marker's value in its place, escaped. The markers end in a quote that
+// encoding/json escapes as \", so a marker is found as a quote, prefix,
+// digits, \", and its closing quote.
+func splice(pool *cache.Pool, enc []byte, prefix string, vals []string) *cache.Buf {
+	size := len(enc)
+	for _, s := range vals {
+		size += 6 * len(s) // the most escaping can make of it
+	}
+	out := pool.Alloc(size)
+	b := out.Bytes()[:0]
+	for rest := enc; ; {
+		i := bytes.Index(rest, []byte(prefix))
+		if i < 0 {
+			b = append(b, rest...)
+			break
+		}
+		j := i + len(prefix)
+		k := j
+		for k < len(rest) && rest[k] >= '0' && rest[k] <= '9' {
+			k++
+		}
+		n, err := strconv.Atoi(string(rest[j:k]))
+		if err != nil || n >= len(vals) || i == 0 || rest[i-1] != '"' || !bytes.HasPrefix(rest[k:], []byte(`\""`)) {
+			b = append(b, rest[:j]...)
+			rest = rest[j:]
+			continue
+		}
+		// From the marker's opening quote to its closing one: the value,
+		// quoted and escaped as the mounts' env.json is (envfile.go), read
+		// in place (a view of the string, no copy).
+		b = append(b, rest[:i-1]...)
+		view := unsafe.Slice(unsafe.StringData(vals[n]), len(vals[n]))
+		var ok bool
+		if b, ok = appendJSONString(b, view); !ok {
+			// Not UTF-8 (stored before such values were refused): as
+			// encoding/json writes it.
+			b, _ = appendJSONString(b, []byte(strings.ToValidUTF8(vals[n], "\uFFFD")))
+		}
+		rest = rest[k+3:]
+	}
+	// b stayed within out: size covers every escape.
+	res := pool.Copy(b)
+	out.Free()
+	return res
 }

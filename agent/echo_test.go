@@ -2,7 +2,12 @@ package agent
 
 import (
 	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/envlet/envlet/cache"
 )
 
 // TestClearEchoes: a body is zeroed where it lies in the reads of the
@@ -46,5 +51,38 @@ func TestPadValueReply(t *testing.T) {
 	copy(b, "{}\n")
 	if n := padValueReply(b, 3); n != replyBufSize+1 || string(b[:3]) != "{}\n" || len(bytes.Trim(b[3:n], "\n")) != 0 {
 		t.Fatalf("padded to %d: %q", n, b[:8])
+	}
+}
+
+// TestValueReply: a reply with values, spliced in after encoding, reads
+// back as encoding/json's own, and the encoder saw no value.
+func TestValueReply(t *testing.T) {
+	pool := cache.NewPool()
+	tricky := "a\"b\\c\nd\re\tf\x01<g>&h \u2028 \U0001F600 envlet-value-x"
+	s := tricky
+	for _, v := range []any{
+		varJSON{Name: "A", Value: tricky},
+		[]varJSON{{Name: "A", Value: "x"}, {Name: "B", Value: strings.Repeat("y", 5000), Secret: true}},
+		secretJSON{Name: "S", Kind: "text", Value: &s},
+		groupJSON{Name: "g", Projects: []string{"p"}, Variables: []varJSON{{Name: "V", Value: tricky}}},
+		[]explainJSON{{Name: "E", Value: tricky, Layer: "project", Overrides: []string{}}},
+		varJSON{Name: "BAD", Value: "x\xffy"},
+	} {
+		want, _ := json.Marshal(v)
+		var got bytes.Buffer
+		if err := writeJSONLocked(pool, &got, v, true); err != nil {
+			t.Fatal(err)
+		}
+		if got.Len() <= replyBufSize {
+			t.Errorf("a value reply of %d bytes is not padded past %d", got.Len(), replyBufSize)
+		}
+		var g, w any
+		if err := json.Unmarshal(got.Bytes(), &g); err != nil {
+			t.Fatalf("%T: %v in %q", v, err, got.Bytes())
+		}
+		json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%T:\n got %v\nwant %v", v, g, w)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -386,11 +388,26 @@ func exeRanges() [][2]uintptr {
 // With pad, the reply is padded with newlines past net/http's response
 // buffer (padValueReply, echo.go).
 func writeJSONLocked(pool *cache.Pool, w io.Writer, v any, pad bool) error {
+	// A reply with values: the values are spliced in after encoding
+	// (echo.go), so encoding/json's buffers never hold one.
+	var prefix string
+	var vals []string
+	if pad {
+		var nonce [8]byte
+		rand.Read(nonce[:])
+		prefix = "envlet-value-" + hex.EncodeToString(nonce[:]) + "-"
+		v, vals = markValues(v, prefix)
+	}
 	lw := &lockedWriter{pool: pool}
 	defer lw.free()
 	enc := json.NewEncoder(lw)
 	if err := enc.Encode(v); err != nil {
 		return err
+	}
+	if len(vals) > 0 {
+		spliced := splice(pool, lw.out.Bytes()[:lw.n], prefix, vals)
+		lw.out.Free()
+		lw.out, lw.n = spliced, spliced.Len()
 	}
 	n := lw.n
 	if pad && n <= replyBufSize {
