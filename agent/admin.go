@@ -107,9 +107,9 @@ func (a *Agent) adminHandler() http.Handler {
 				w.WriteHeader(status)
 				return
 			}
-			vals := valueStrings(body)
-			writeJSONPadded(w, status, body, len(vals) > 0)
-			wipes.add(vals...)
+			// Reply values are strings over locked memory the wipe list
+			// frees (replyString, echo.go).
+			writeJSONPadded(w, status, body, len(valueStrings(body)) > 0)
 		})
 	}
 	h("GET /v1/whoami", a.apiWhoami)
@@ -203,7 +203,6 @@ func decodeBody(r *http.Request, v any) error {
 		}
 		return errorf(CodeInvalidRequest, "decode request body: %s", jsonErrText(err))
 	}
-	requestWipes(r).add(valueStrings(v)...)
 	requestWipes(r).addValues(lockedValues(v))
 	return nil
 }
@@ -222,7 +221,7 @@ type varJSON struct {
 	FromSecret string `json:"from_secret,omitempty"` // the value is this secret's, resolved per workload
 }
 
-func showVar(name string, v *variable, reveal bool) varJSON {
+func showVar(r *http.Request, name string, v *variable, reveal bool) varJSON {
 	out := varJSON{Name: name, Secret: v.secret()}
 	if v.fromRef() {
 		// The value depends on the workload (whose secret it takes): there
@@ -233,15 +232,15 @@ func showVar(name string, v *variable, reveal bool) varJSON {
 	if masked(name, v.secret()) && !reveal {
 		out.Value, out.Masked = maskText, true
 	} else {
-		out.Value = string(v.value())
+		out.Value = replyString(r, v.value())
 	}
 	return out
 }
 
-func showVars(set varSet, reveal bool) []varJSON {
+func showVars(r *http.Request, set varSet, reveal bool) []varJSON {
 	out := []varJSON{}
 	for _, n := range set.sortedNames() {
-		out = append(out, showVar(n, set[n], reveal))
+		out = append(out, showVar(r, n, set[n], reveal))
 	}
 	return out
 }
@@ -333,7 +332,7 @@ func (a *Agent) apiListAccount(r *http.Request, c *caller) (any, int, error) {
 	defer a.mu.RUnlock()
 	out := []varJSON{}
 	if us := a.model.users[u]; us != nil {
-		out = showVars(us.vars, wantReveal(r))
+		out = showVars(r, us.vars, wantReveal(r))
 	}
 	if wantReveal(r) {
 		a.auditReveal(c, "user:"+u, maskedNames(out))
@@ -363,7 +362,7 @@ func (a *Agent) apiGetAccount(r *http.Request, c *caller) (any, int, error) {
 	if us == nil || us.vars[name] == nil {
 		return nil, 0, errorf(CodeNotFound, "account variable %s does not exist for %s", clipName(name), u)
 	}
-	v := showVar(name, us.vars[name], wantReveal(r))
+	v := showVar(r, name, us.vars[name], wantReveal(r))
 	if wantReveal(r) {
 		a.auditReveal(c, "user:"+u, maskedNames([]varJSON{v}))
 	}
@@ -461,7 +460,7 @@ func (a *Agent) apiPutAccount(mode varWrite) handler {
 			status = 201
 		}
 		if us := a.model.users[u]; us != nil && us.vars[name] != nil {
-			return showVar(name, us.vars[name], false), status, nil
+			return showVar(r, name, us.vars[name], false), status, nil
 		}
 		return varJSON{Name: name}, status, nil
 	}
@@ -701,7 +700,7 @@ func (a *Agent) apiListProjectEnv(r *http.Request, c *caller) (any, int, error) 
 	}
 	// Members see masked values masked; owners and admins may reveal.
 	reveal := wantReveal(r) && a.projectRole(c, p) != "member"
-	out := showVars(p.vars, reveal)
+	out := showVars(r, p.vars, reveal)
 	if reveal {
 		a.auditReveal(c, "project:"+name, maskedNames(out))
 	}
@@ -727,7 +726,7 @@ func (a *Agent) apiPutProjectVar(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if p := a.model.liveProject(project); p != nil && p.vars[name] != nil {
-		return showVar(name, p.vars[name], false), 200, nil
+		return showVar(r, name, p.vars[name], false), 200, nil
 	}
 	return varJSON{Name: name}, 200, nil
 }
@@ -932,7 +931,7 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 		case masked(res.name, res.secret) && !reveal:
 			e.Value, e.Masked = maskText, true
 		default:
-			e.Value = string(res.value)
+			e.Value = replyString(r, res.value)
 			if masked(res.name, res.secret) {
 				revealed = append(revealed, res.name)
 			}

@@ -300,3 +300,19 @@ func splice(pool *cache.Pool, enc []byte, prefix string, vals []string) *cache.B
 	out.Free()
 	return res
 }
+
+// replyString is a value for a reply: a string over a copy in locked
+// memory that the request's wipe list frees (zeroes) once the reply is
+// written. No heap string holds the value, and nothing writes into a
+// string (issue 15). Outside a request (tests) it is an ordinary string.
+func replyString(r *http.Request, b []byte) string {
+	l := requestWipes(r)
+	if l == nil || len(b) == 0 {
+		return string(b)
+	}
+	buf := bodyPool.Copy(b)
+	l.mu.Lock()
+	l.bufs = append(l.bufs, buf)
+	l.mu.Unlock()
+	return unsafe.String(unsafe.SliceData(buf.Bytes()), len(b))
+}

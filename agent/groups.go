@@ -308,7 +308,7 @@ func (a *Agent) apiGetGroup(r *http.Request, c *caller) (any, int, error) {
 	}
 	// Members see masked values masked even with reveal; admins may reveal.
 	reveal := wantReveal(r) && c.admin
-	vars := showVars(g.vars, reveal)
+	vars := showVars(r, g.vars, reveal)
 	if reveal {
 		a.auditReveal(c, "group:"+name, maskedNames(vars))
 	}
@@ -374,7 +374,7 @@ func (a *Agent) apiPutGroupVar(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if g := a.model.liveGroup(group); g != nil && g.vars[name] != nil {
-		return showVar(name, g.vars[name], false), 200, nil
+		return showVar(r, name, g.vars[name], false), 200, nil
 	}
 	return varJSON{Name: name}, 200, nil
 }

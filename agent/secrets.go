@@ -222,7 +222,7 @@ type secretJSON struct {
 	Masked bool    `json:"masked,omitempty"`
 }
 
-func showSecret(name string, v *variable, withValue, reveal bool) secretJSON {
+func showSecret(r *http.Request, name string, v *variable, withValue, reveal bool) secretJSON {
 	out := secretJSON{Name: name, Kind: "text", Size: utf8.RuneCount(v.value())}
 	if v.file() {
 		out.Kind = "file"
@@ -230,7 +230,7 @@ func showSecret(name string, v *variable, withValue, reveal bool) secretJSON {
 	if withValue {
 		s := maskText
 		if reveal {
-			s = string(v.value())
+			s = replyString(r, v.value())
 		} else {
 			out.Masked = true
 		}
@@ -277,7 +277,7 @@ func (a *Agent) apiListSecrets(r *http.Request, c *caller) (any, int, error) {
 	set := s.set(a.model)
 	out := []secretJSON{}
 	for _, n := range set.sortedNames() {
-		out = append(out, showSecret(n, set[n], false, false))
+		out = append(out, showSecret(r, n, set[n], false, false))
 	}
 	return out, 200, nil
 }
@@ -298,7 +298,7 @@ func (a *Agent) apiGetSecret(r *http.Request, c *caller) (any, int, error) {
 	if reveal {
 		a.audit.write(auditRecord{Action: "reveal", Scope: s.String(), Name: name, HMAC: a.audit.sum(v.value()), Socket: "admin"}, &c.peer, c.user)
 	}
-	return showSecret(name, v, true, reveal), 200, nil
+	return showSecret(r, name, v, true, reveal), 200, nil
 }
 
 // secretBody is the body of a secret write.
@@ -334,7 +334,7 @@ func (a *Agent) apiPutSecret(mode varWrite) handler {
 			status = 201
 		}
 		if v := s.set(a.model)[name]; v != nil {
-			return showSecret(name, v, false, false), status, nil
+			return showSecret(r, name, v, false, false), status, nil
 		}
 		return secretJSON{Name: name}, status, nil
 	}

@@ -30,13 +30,17 @@ import (
 //     copy: strictUnmarshal checks the document with a Decoder over a copy
 //     whose string values are masked (so unknown fields and wrong types are
 //     still refused), then json.Unmarshal decodes the real bytes in place;
-//   - the value strings the decoder made are wiped once the request is done
-//     (requestWipes), as are the value strings of the reply;
-//   - a reply is encoded into locked memory, and the encoder's pooled
-//     buffer is cleared (writeJSONLocked).
+//   - a value field (lockedValue, jsonstr.go) decodes itself from the body
+//     into locked memory, and a reply's values are strings over locked
+//     memory (replyString, echo.go); both are freed when the request is
+//     done (requestWipes). A registration's values are still strings,
+//     unescaped by the marker scheme (jsonstr.go) and wiped (wipeString);
+//   - a reply is encoded into locked memory with its values spliced in
+//     after encoding, and the encoder's pooled buffer is cleared
+//     (writeJSONLocked);
+//   - the echoes in the HTTP server's pooled buffers are cleared (echo.go).
 //
-// What is left is listed in README.md (Memory): the HTTP server's pooled
-// read and write buffers, and copies the runtime makes on goroutine stacks.
+// What is left is listed in README.md (Memory).
 
 // maskStrings returns a copy of a JSON document in which the contents of
 // every string that is not an object key are replaced by 'x', keeping the
@@ -207,11 +211,11 @@ var errBodyTooLarge = errors.New("request body too large")
 // bodyPool holds admin request bodies and replies while they are handled.
 var bodyPool = cache.NewPool()
 
-// wipeList collects value strings to wipe, and the Bufs of decoded values
-// (lockedValue) to free, when a request is done.
+// wipeList collects the locked Bufs of a request's values — decoded from
+// its body (lockedValue) and put in its reply (replyString) — to free when
+// the request is done.
 type wipeList struct {
 	mu   sync.Mutex
-	strs []string
 	bufs []*cache.Buf
 }
 
@@ -227,15 +231,6 @@ func requestWipes(r *http.Request) *wipeList {
 func withWipes(r *http.Request) (*http.Request, *wipeList) {
 	l := &wipeList{}
 	return r.WithContext(context.WithValue(r.Context(), wipeKey{}, l)), l
-}
-
-func (l *wipeList) add(s ...string) {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	l.strs = append(l.strs, s...)
-	l.mu.Unlock()
 }
 
 func (l *wipeList) addValues(vs []*lockedValue) {
@@ -258,13 +253,10 @@ func (l *wipeList) wipe() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, s := range l.strs {
-		wipeString(s)
-	}
 	for _, b := range l.bufs {
 		b.Free()
 	}
-	l.strs, l.bufs = nil, nil
+	l.bufs = nil
 }
 
 // valueStrings returns the value strings in v: fields tagged "value"
