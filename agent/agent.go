@@ -27,19 +27,22 @@ import (
 // resolves each registered workload's environment when something changes,
 // and serves it on the workload socket; the admin socket manages it all.
 type Agent struct {
-	requests  atomic.Uint64 // workload socket connections served, for trimMemory
-	cfg       Config
-	log       hclog.Logger
-	reserved  Reserved
-	protected Reserved // protected_names: code-loading names (protect.go)
-	pool      *cache.Pool
-	keys      *fetch.Keyring
-	backend   fetch.Backend
-	mirror    *fetch.Mirror // the etcd backend's last-read snapshot; nil for local
-	keyPath   string        // the key ring file, reloaded when it changes
-	reread    chan struct{} // asks follow for a full re-read (key ring reloaded)
-	audit     *auditLog
-	started   time.Time
+	requests atomic.Uint64 // workload socket connections served, for trimMemory
+	cfg      Config
+	log      hclog.Logger
+	reserved Reserved
+	pool     *cache.Pool
+	keys     *fetch.Keyring
+	backend  fetch.Backend
+	mirror   *fetch.Mirror // the etcd backend's last-read snapshot; nil for local
+	keyPath  string        // the key ring file, reloaded when it changes
+	reread   chan struct{} // asks follow for a full re-read (key ring reloaded)
+	audit    *auditLog
+	started  time.Time
+
+	// Code-loading names the project and group layers may not set
+	// (protected_names, protect.go).
+	protected Reserved
 
 	// OnReady, if set, runs once the sockets are open and the first fill of
 	// the cache is done, before anything is served.
