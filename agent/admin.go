@@ -33,6 +33,7 @@ func (a *Agent) serveAdmin(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          a.log.StandardLogger(nil),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx, c = withEcho(ctx, c) // echo.go
 			uc := unixConnOf(c)
 			if uc == nil {
 				return ctx
@@ -50,6 +51,7 @@ func (a *Agent) serveAdmin(ctx context.Context, l net.Listener) error {
 	if ul, ok := l.(*net.UnixListener); ok {
 		l = &limitedListener{UnixListener: ul, lim: a.limiter("admin")}
 	}
+	l = echoListener{l} // clears the request and reply bytes net/http's buffers keep (echo.go)
 	go func() { errc <- srv.Serve(l) }()
 	select {
 	case err := <-errc:
@@ -113,8 +115,9 @@ func (a *Agent) adminHandler() http.Handler {
 				w.WriteHeader(status)
 				return
 			}
-			writeJSON(w, status, body)
-			wipes.add(valueStrings(body)...)
+			// Reply values are strings over locked memory the wipe list
+			// frees (replyString, echo.go).
+			writeJSONPadded(w, status, body, len(valueStrings(body)) > 0)
 		})
 	}
 	h("GET /v1/whoami", a.apiWhoami)
@@ -165,10 +168,15 @@ func (a *Agent) adminHandler() http.Handler {
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func writeJSON(w http.ResponseWriter, status int, v any) { writeJSONPadded(w, status, v, false) }
+
+// writeJSONPadded is writeJSON; with pad (a reply that holds values) the
+// reply is padded past net/http's response buffer, which then keeps no
+// copy of it (echo.go).
+func writeJSONPadded(w http.ResponseWriter, status int, v any, pad bool) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	writeJSONLocked(bodyPool, w, v) // indented, through locked memory (wipe.go)
+	writeJSONLocked(bodyPool, w, v, pad) // indented, through locked memory (wipe.go)
 }
 
 func writeErr(w http.ResponseWriter, e *Error) {
@@ -192,13 +200,18 @@ func decodeBody(r *http.Request, v any) error {
 		return errorf(CodeInvalidRequest, "read request body: %v", err)
 	}
 	defer buf.Free()
+	forgetRequestBody(r, buf.Bytes()) // its echo in net/http's read buffer (echo.go)
 	if err := strictUnmarshal(buf.Bytes(), v); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return e // a value JSON would change (jsonstr.go)
+		}
 		if errors.Is(err, errTrailing) {
 			return errorf(CodeInvalidRequest, "decode request body: trailing data after the object")
 		}
 		return errorf(CodeInvalidRequest, "decode request body: %s", jsonErrText(err))
 	}
-	requestWipes(r).add(valueStrings(v)...)
+	requestWipes(r).addValues(lockedValues(v))
 	return nil
 }
 
@@ -216,7 +229,7 @@ type varJSON struct {
 	FromSecret string `json:"from_secret,omitempty"` // the value is this secret's, resolved per workload
 }
 
-func showVar(name string, v *variable, reveal bool) varJSON {
+func showVar(r *http.Request, name string, v *variable, reveal bool) varJSON {
 	out := varJSON{Name: name, Secret: v.secret()}
 	if v.fromRef() {
 		// The value depends on the workload (whose secret it takes): there
@@ -227,15 +240,15 @@ func showVar(name string, v *variable, reveal bool) varJSON {
 	if masked(name, v.secret()) && !reveal {
 		out.Value, out.Masked = maskText, true
 	} else {
-		out.Value = string(v.value())
+		out.Value = replyString(r, v.value())
 	}
 	return out
 }
 
-func showVars(set varSet, reveal bool) []varJSON {
+func showVars(r *http.Request, set varSet, reveal bool) []varJSON {
 	out := []varJSON{}
 	for _, n := range set.sortedNames() {
-		out = append(out, showVar(n, set[n], reveal))
+		out = append(out, showVar(r, n, set[n], reveal))
 	}
 	return out
 }
@@ -327,7 +340,7 @@ func (a *Agent) apiListAccount(r *http.Request, c *caller) (any, int, error) {
 	defer a.mu.RUnlock()
 	out := []varJSON{}
 	if us := a.model.users[u]; us != nil {
-		out = showVars(us.vars, wantReveal(r))
+		out = showVars(r, us.vars, wantReveal(r))
 	}
 	if wantReveal(r) {
 		a.auditReveal(c, "user:"+u, maskedNames(out))
@@ -357,7 +370,7 @@ func (a *Agent) apiGetAccount(r *http.Request, c *caller) (any, int, error) {
 	if us == nil || us.vars[name] == nil {
 		return nil, 0, errorf(CodeNotFound, "account variable %s does not exist for %s", clipName(name), u)
 	}
-	v := showVar(name, us.vars[name], wantReveal(r))
+	v := showVar(r, name, us.vars[name], wantReveal(r))
 	if wantReveal(r) {
 		a.auditReveal(c, "user:"+u, maskedNames([]varJSON{v}))
 	}
@@ -375,9 +388,9 @@ func clipName(name string) string {
 
 // varBody is the body of a variable write.
 type varBody struct {
-	Value      *string `json:"value"`
-	Secret     *bool   `json:"secret"` // nil: keep the flag a stored variable has
-	FromSecret string  `json:"from_secret"`
+	Value      *lockedValue `json:"value"`  // in locked memory until the request is done (jsonstr.go)
+	Secret     *bool        `json:"secret"` // nil: keep the flag a stored variable has
+	FromSecret string       `json:"from_secret"`
 }
 
 // decode reads the body of a variable write into b and checks it.
@@ -403,7 +416,7 @@ func (b *varBody) record() ([]byte, func(old byte) byte) {
 	if b.FromSecret != "" {
 		return []byte(b.FromSecret), func(byte) byte { return flagFromRef | flagSecret }
 	}
-	return []byte(*b.Value), b.flags
+	return b.Value.Bytes(), b.flags
 }
 
 // auditWrite is the audit record of a variable write: the HMAC of the
@@ -455,7 +468,7 @@ func (a *Agent) apiPutAccount(mode varWrite) handler {
 			status = 201
 		}
 		if us := a.model.users[u]; us != nil && us.vars[name] != nil {
-			return showVar(name, us.vars[name], false), status, nil
+			return showVar(r, name, us.vars[name], false), status, nil
 		}
 		return varJSON{Name: name}, status, nil
 	}
@@ -695,7 +708,7 @@ func (a *Agent) apiListProjectEnv(r *http.Request, c *caller) (any, int, error) 
 	}
 	// Members see masked values masked; owners and admins may reveal.
 	reveal := wantReveal(r) && a.projectRole(c, p) != "member"
-	out := showVars(p.vars, reveal)
+	out := showVars(r, p.vars, reveal)
 	if reveal {
 		a.auditReveal(c, "project:"+name, maskedNames(out))
 	}
@@ -721,7 +734,7 @@ func (a *Agent) apiPutProjectVar(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if p := a.model.liveProject(project); p != nil && p.vars[name] != nil {
-		return showVar(name, p.vars[name], false), 200, nil
+		return showVar(r, name, p.vars[name], false), 200, nil
 	}
 	return varJSON{Name: name}, 200, nil
 }
@@ -792,6 +805,7 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if err != nil {
 		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
 	}
+	forgetRequestBody(r, buf.Bytes())
 	reg, err := parseRegistration(buf.Bytes())
 	buf.Free()
 	if err != nil {
@@ -846,6 +860,13 @@ type explainJSON struct {
 	Cleared   bool     `json:"cleared"`
 	Layer     string   `json:"layer"`
 	Overrides []string `json:"overrides"`
+	// SecretScope: for a variable set --from-secret, whose secret it took
+	// ("secret:user:alice", "secret:project:p").
+	SecretScope string `json:"secret_scope,omitempty"`
+	// LeftOut: this layer's variable of that name is not served, and why
+	// (its secret is not one the layer reaches; a protected name). Such
+	// entries come first, before the name's winner if it has one.
+	LeftOut string `json:"left_out,omitempty"`
 }
 
 func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
@@ -900,9 +921,16 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 	}
 	var revealed []string
 	out := []explainJSON{}
-	for _, res := range a.resolve(a.layersFor(user, project, w), nil) {
+	layers := a.layersFor(user, project, w)
+	for _, l := range layers {
+		for _, lo := range l.leftOut {
+			out = append(out, explainJSON{Name: lo.name, Layer: l.name, Overrides: []string{}, LeftOut: lo.reason})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for _, res := range a.resolve(layers, nil) {
 		reveal := canReveal(res.layer)
-		e := explainJSON{Name: res.name, Secret: res.secret, Layer: res.layer, Overrides: res.overrides, Cleared: len(res.value) == 0}
+		e := explainJSON{Name: res.name, Secret: res.secret, Layer: res.layer, Overrides: res.overrides, Cleared: len(res.value) == 0, SecretScope: res.scope}
 		if e.Overrides == nil {
 			e.Overrides = []string{}
 		}
@@ -911,7 +939,7 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 		case masked(res.name, res.secret) && !reveal:
 			e.Value, e.Masked = maskText, true
 		default:
-			e.Value = string(res.value)
+			e.Value = replyString(r, res.value)
 			if masked(res.name, res.secret) {
 				revealed = append(revealed, res.name)
 			}

@@ -41,6 +41,10 @@ type Agent struct {
 	audit    *auditLog
 	started  time.Time
 
+	// Code-loading names the project and group layers may not set
+	// (protected_names, protect.go).
+	protected Reserved
+
 	// OnReady, if set, runs once the sockets are open and the first fill of
 	// the cache is done, before anything is served.
 	OnReady func()
@@ -77,6 +81,7 @@ func New(cfg Config, log hclog.Logger) *Agent {
 		cfg:       cfg,
 		log:       log,
 		reserved:  NewReserved(cfg.Reserved),
+		protected: NewReserved(cfg.ProtectedNames),
 		pool:      pool,
 		mounts:    newMounter(cfg.MountDir, log, pool),
 		model:     newModel(),

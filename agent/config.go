@@ -50,6 +50,12 @@ type Config struct {
 	Reserved        []string
 	MlockAll        bool
 
+	// ProtectedNames are the code-loading names that the project and group
+	// layers may not set (protect.go); Limits bound what non-admins store
+	// (limits.go).
+	ProtectedNames []string
+	Limits         Limits
+
 	// Defaults is the platform layer, in file order.
 	Defaults []Default
 
@@ -101,6 +107,8 @@ func baseConfig() Config {
 		MaxValueBytes:     32 << 10,
 		AccountVarLimit:   64,
 		Reserved:          DefaultReserved,
+		ProtectedNames:    DefaultProtected,
+		Limits:            DefaultLimits,
 		EtcdPrefix:        "/envlet/",
 		EtcdTimeout:       5 * time.Second,
 		DevAdminUID:       -1,

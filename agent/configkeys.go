@@ -33,7 +33,13 @@ var configKeys = []configKey{
 	key("log_level", func(c *Config) *string { return &c.LogLevel }, text, live, "info", "trace, debug, info, warn or error"),
 	key("max_value_bytes", func(c *Config) *int { return &c.MaxValueBytes }, count, live, "32768", ""),
 	key("account_var_limit", func(c *Config) *int { return &c.AccountVarLimit }, count, live, "64", ""),
+	key("private_secret_limit", func(c *Config) *int { return &c.Limits.PrivateSecrets }, limit, live, "100", "private secrets per user (limits.go)"),
+	key("project_secret_limit", func(c *Config) *int { return &c.Limits.ProjectSecrets }, limit, live, "200", "secrets per project"),
+	key("project_var_limit", func(c *Config) *int { return &c.Limits.ProjectVars }, limit, live, "500", "variables per project"),
+	key("scope_bytes_limit", func(c *Config) *int { return &c.Limits.ScopeBytes }, limit, live, "1048576", "bytes of values a user's or a project's scope holds"),
+	key("mount_bytes_limit", func(c *Config) *int { return &c.Limits.MountBytes }, limit, live, "4194304", "bytes one mount version may hold"),
 	key("reserved", func(c *Config) *[]string { return &c.Reserved }, words, restart, strings.Join(DefaultReserved, " "), ""),
+	key("protected_names", func(c *Config) *[]string { return &c.ProtectedNames }, words, restart, strings.Join(DefaultProtected, " "), ""),
 	key("mlockall", func(c *Config) *bool { return &c.MlockAll }, boolean, restart, "false", "lock the whole process (needs CAP_IPC_LOCK)"),
 	key("etcd_endpoints", func(c *Config) *[]string { return &c.EtcdEndpoints }, list, restart, "https://10.0.0.1:2379,https://10.0.0.2:2379", "etcd backend (else: local store)"),
 	key("etcd_prefix", func(c *Config) *string { return &c.EtcdPrefix }, text, restart, "/envlet/", "every record under this prefix"),
@@ -131,6 +137,15 @@ func count(v string) (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > 1<<20 {
 		return 0, errors.New("want a whole number from 1 to 1048576")
+	}
+	return n, nil
+}
+
+// limit is a limit of limits.go: a count or a size in bytes.
+func limit(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1<<30 {
+		return 0, errors.New("want a whole number from 1 to 1073741824")
 	}
 	return n, nil
 }

@@ -36,8 +36,12 @@ func referenceWarnings(a *Agent, w *workload) []string {
 	var out []string
 	layers := a.layersFor(w.reg.User, w.reg.Project, w)
 	for _, l := range layers {
-		for _, n := range l.missing {
-			out = append(out, "missing "+l.name+"/"+n)
+		for _, lo := range l.leftOut {
+			kind := "missing "
+			if lo.reason == protectedReason {
+				kind = "protected "
+			}
+			out = append(out, kind+l.name+"/"+lo.name)
 		}
 	}
 	a.resolve(layers, func(l, n string) { out = append(out, "reserved "+l+"/"+n) })
@@ -72,8 +76,11 @@ func (l *logLines) warnings(t *testing.T) []string {
 			t.Fatalf("log line %q: %v", line, err)
 		}
 		kind := "reserved "
-		if strings.Contains(m["@message"].(string), "secret") {
+		switch msg := m["@message"].(string); {
+		case strings.Contains(msg, "secret"):
 			kind = "missing "
+		case strings.Contains(msg, "protected"):
+			kind = "protected "
 		}
 		out = append(out, kind+m["layer"].(string)+"/"+m["name"].(string))
 	}

@@ -22,6 +22,8 @@ const (
 	CodeNotFound       = api.CodeNotFound
 	CodeSecretTooLarge = api.CodeSecretTooLarge
 	CodeDenied         = api.CodeDenied
+	CodeProtectedName  = api.CodeProtectedName // a code-loading name in a layer the workload's user does not write (protect.go)
+	CodeSecretLimit    = api.CodeSecretLimit   // a user's or a project's secrets are at a limit (limits.go)
 
 	CodeInvalidRequest   = api.CodeInvalidRequest
 	CodeProjectNotFound  = api.CodeProjectNotFound
@@ -37,9 +39,9 @@ const (
 
 	// A write the disk refused (backend.go storageError): the store's or
 	// the audit log's file system is full, read-only, or failing.
-	CodeStorageFull     = "STORAGE_FULL"
-	CodeStorageReadOnly = "STORAGE_READ_ONLY"
-	CodeStorageFailed   = "STORAGE_FAILED"
+	CodeStorageFull     = api.CodeStorageFull
+	CodeStorageReadOnly = api.CodeStorageReadOnly
+	CodeStorageFailed   = api.CodeStorageFailed
 
 	// Workload socket refusals.
 	CodeWorkloadUnknown   = wire.CodeWorkloadUnknown
@@ -70,7 +72,7 @@ func codeOf(err error) *Error {
 func httpStatus(code string) int {
 	switch code {
 	case CodeInvalidName, CodeReservedName, CodeInvalidValue, CodeLimitExceeded,
-		CodeSecretTooLarge, CodeInvalidRequest:
+		CodeSecretTooLarge, CodeInvalidRequest, CodeProtectedName, CodeSecretLimit:
 		return http.StatusBadRequest
 	case CodeDenied:
 		return http.StatusForbidden

@@ -104,6 +104,9 @@ func (a *Agent) putGroupVar(ctx context.Context, group, name string, value []byt
 	if err := a.checkName(name); err != nil {
 		return err
 	}
+	if err := a.checkNotProtected("group", name); err != nil {
+		return err
+	}
 	if err := a.checkValue(name, value); err != nil {
 		return err
 	}
@@ -250,13 +253,31 @@ type groupJSON struct {
 	Variables []varJSON `json:"variables,omitempty"`
 }
 
+// visibleProjects is what the caller may see of the projects a group is
+// assigned to: an admin all of them, anyone else only their own (a group
+// must not tell a member which other projects exist). Called with a.mu
+// held.
+func (a *Agent) visibleProjects(c *caller, group string) []string {
+	all := a.model.groupProjects(group)
+	if c.admin {
+		return all
+	}
+	out := []string{}
+	for _, pn := range all {
+		if a.model.projects[pn].isMember(c.user) {
+			out = append(out, pn)
+		}
+	}
+	return out
+}
+
 func (a *Agent) apiListGroups(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	out := []groupJSON{}
 	for name, g := range a.model.groups {
 		if g.metaRev != 0 && a.groupVisible(c, name) {
-			out = append(out, groupJSON{Name: name, Projects: a.model.groupProjects(name), Count: len(g.vars)})
+			out = append(out, groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(g.vars)})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -287,11 +308,11 @@ func (a *Agent) apiGetGroup(r *http.Request, c *caller) (any, int, error) {
 	}
 	// Members see masked values masked even with reveal; admins may reveal.
 	reveal := wantReveal(r) && c.admin
-	vars := showVars(g.vars, reveal)
+	vars := showVars(r, g.vars, reveal)
 	if reveal {
 		a.auditReveal(c, "group:"+name, maskedNames(vars))
 	}
-	return groupJSON{Name: name, Projects: a.model.groupProjects(name), Count: len(vars), Variables: vars}, 200, nil
+	return groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(vars), Variables: vars}, 200, nil
 }
 
 func adminOnly(c *caller, what string) error {
@@ -345,8 +366,7 @@ func (a *Agent) apiPutGroupVar(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, errorf(CodeInvalidRequest, "value is missing")
 	}
 	group, name := r.PathValue("g"), r.PathValue("name")
-	value := []byte(*b.Value)
-	defer clear(value)
+	value := b.Value.Bytes() // freed with the request
 	if err := a.putGroupVar(r.Context(), group, name, value, b.flags); err != nil {
 		return nil, 0, err
 	}
@@ -354,7 +374,7 @@ func (a *Agent) apiPutGroupVar(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if g := a.model.liveGroup(group); g != nil && g.vars[name] != nil {
-		return showVar(name, g.vars[name], false), 200, nil
+		return showVar(r, name, g.vars[name], false), 200, nil
 	}
 	return varJSON{Name: name}, 200, nil
 }

@@ -27,6 +27,93 @@ import (
 
 var errBadString = errors.New("invalid JSON string")
 
+// errChangedValue refuses a string that JSON would change on the way in:
+// encoding/json stores a lone UTF-16 surrogate (\ud800) and bytes that are
+// not UTF-8 as U+FFFD, so what is served would not be what was sent.
+var errChangedValue = errorf(CodeInvalidValue, "a value holds a lone UTF-16 surrogate or bytes that are not UTF-8; "+
+	"JSON would store U+FFFD instead, so it is refused (send text as UTF-8, binary as a file secret)")
+
+// lockedValue is a JSON string value decoded straight into locked memory
+// (issue 15): json.Unmarshal hands UnmarshalJSON a slice of its input (the
+// request body, itself in locked memory), and the string is unescaped from
+// there into a Buf of the body pool, with no heap string and no unsafe
+// write in between. A string JSON would change (errChangedValue) is
+// refused. decodeBody frees the Bufs when the request is done
+// (requestWipes).
+type lockedValue struct {
+	buf *cache.Buf
+}
+
+// UnmarshalJSON decodes a JSON string; null leaves v as it is.
+func (v *lockedValue) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		kind := map[byte]string{'{': "object", '[': "array", 't': "bool", 'f': "bool"}[b[0]]
+		if kind == "" {
+			kind = "number"
+		}
+		return &json.UnmarshalTypeError{Value: kind, Type: reflect.TypeOf("")}
+	}
+	raw := b[1 : len(b)-1]
+	// Unescaping never lengthens: \uXXXX (6 bytes) is at most 3 bytes of
+	// UTF-8, a surrogate pair (12) is 4, every other escape is 2 for 1.
+	buf := bodyPool.Alloc(len(raw))
+	n, err := unescapeJSON(buf.Bytes(), raw)
+	if err != nil {
+		buf.Free()
+		return err
+	}
+	v.buf.Free() // a key given twice: the last wins, as for any field
+	if n == len(raw) {
+		v.buf = buf
+		return nil
+	}
+	v.buf = bodyPool.Copy(buf.Bytes()[:n])
+	buf.Free()
+	return nil
+}
+
+// Bytes is the value; it is valid until the request is done.
+func (v *lockedValue) Bytes() []byte { return v.buf.Bytes() }
+
+// hasLockedValues reports whether v points to a struct with a field of type
+// *lockedValue: its values decode themselves, and its other strings are
+// names, so it needs no marker scheme (unmarshalUnescaped).
+func hasLockedValues(v any) bool {
+	t := reflect.TypeOf(v)
+	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	for i := 0; i < t.Elem().NumField(); i++ {
+		if t.Elem().Field(i).Type == reflect.TypeOf((*lockedValue)(nil)) {
+			return true
+		}
+	}
+	return false
+}
+
+// lockedValues returns the lockedValues of a decoded request body: the
+// fields of type *lockedValue of the struct v points to.
+func lockedValues(v any) []*lockedValue {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	var out []*lockedValue
+	s := rv.Elem()
+	for i := 0; i < s.NumField(); i++ {
+		if !s.Type().Field(i).IsExported() {
+			continue
+		}
+		if lv, ok := s.Field(i).Interface().(*lockedValue); ok && lv != nil {
+			out = append(out, lv)
+		}
+	}
+	return out
+}
+
 // unmarshalUnescaped is json.Unmarshal(b, v) without encoding/json's
 // unescaping buffers. b must be a valid JSON document (strictUnmarshal
 // checks it first).
@@ -68,9 +155,9 @@ func unmarshalUnescaped(pool *cache.Pool, b []byte, v any) error {
 		raw := b[spans[k][0]:spans[k][1]]
 		buf := pool.Alloc(3*len(raw) + 4)
 		defer buf.Free()
-		n, ok := unescapeJSON(buf.Bytes(), raw)
-		if !ok {
-			ferr = errBadString
+		n, err := unescapeJSON(buf.Bytes(), raw)
+		if err != nil {
+			ferr = err
 			return "", false
 		}
 		return string(buf.Bytes()[:n]), true
@@ -152,18 +239,19 @@ func replaceStrings(v reflect.Value, fix func(string) (string, bool)) {
 }
 
 // unescapeJSON writes the contents of a JSON string (raw, without its
-// quotes) to dst, unescaped exactly as encoding/json does (invalid UTF-8
-// and lone surrogates become U+FFFD), and returns the length. dst must
-// hold 3*len(raw) bytes. It reports false for a string JSON does not
-// allow: a bad escape, a quote or a control character.
-func unescapeJSON(dst, raw []byte) (int, bool) {
+// quotes) to dst, unescaped as encoding/json does, and returns the length;
+// dst must hold len(raw) bytes. Where encoding/json would put U+FFFD
+// instead of what was sent (a lone surrogate, bytes that are not UTF-8) it
+// fails with errChangedValue; for a string JSON does not allow (a bad
+// escape, a quote or a control character), with errBadString.
+func unescapeJSON(dst, raw []byte) (int, error) {
 	w := 0
 	for r := 0; r < len(raw); {
 		c := raw[r]
 		switch {
 		case c == '\\':
 			if r+1 >= len(raw) {
-				return 0, false
+				return 0, errBadString
 			}
 			switch raw[r+1] {
 			case '"', '\\', '/':
@@ -181,37 +269,41 @@ func unescapeJSON(dst, raw []byte) (int, bool) {
 			case 'u':
 				rr := getu4(raw[r:])
 				if rr < 0 {
-					return 0, false
+					return 0, errBadString
 				}
 				r += 6
 				if utf16.IsSurrogate(rr) {
-					if dec := utf16.DecodeRune(rr, getu4(raw[r:])); dec != unicode.ReplacementChar {
-						r += 6
-						w += utf8.EncodeRune(dst[w:], dec)
-						continue
+					dec := utf16.DecodeRune(rr, getu4(raw[r:]))
+					if dec == unicode.ReplacementChar {
+						return 0, errChangedValue
 					}
-					rr = unicode.ReplacementChar
+					r += 6
+					w += utf8.EncodeRune(dst[w:], dec)
+					continue
 				}
 				w += utf8.EncodeRune(dst[w:], rr)
 				continue
 			default:
-				return 0, false
+				return 0, errBadString
 			}
 			r += 2
 			w++
 		case c == '"' || c < ' ':
-			return 0, false
+			return 0, errBadString
 		case c < utf8.RuneSelf:
 			dst[w] = c
 			r++
 			w++
 		default:
 			rr, size := utf8.DecodeRune(raw[r:])
+			if rr == utf8.RuneError && size == 1 {
+				return 0, errChangedValue
+			}
+			w += copy(dst[w:], raw[r:r+size])
 			r += size
-			w += utf8.EncodeRune(dst[w:], rr)
 		}
 	}
-	return w, true
+	return w, nil
 }
 
 // getu4 decodes \uXXXX at the start of s, or returns -1.

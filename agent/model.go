@@ -46,9 +46,10 @@ func (s varSet) sortedNames() []string {
 
 // sortedVar is one variable of a stored set as resolution walks it.
 type sortedVar struct {
-	name     string
-	v        *variable
-	reserved bool // only the platform layer may set a reserved name
+	name      string
+	v         *variable
+	reserved  bool // only the platform layer may set a reserved name
+	protected bool // the project and group layers may not set it (protect.go)
 }
 
 // varView is a varSet's variables sorted by name, so resolution merges
@@ -68,16 +69,16 @@ type staleView struct {
 	set  *varSet
 }
 
-func (v *varView) build(set varSet, reserved Reserved) {
+func (v *varView) build(set varSet, reserved, protected Reserved) {
 	clear(v.list)
-	v.list = sortVars(v.list[:0], set, reserved)
+	v.list = sortVars(v.list[:0], set, reserved, protected)
 	v.ok, v.queued = true, false
 }
 
 // sortVars appends set's variables to dst in name order.
-func sortVars(dst []sortedVar, set varSet, reserved Reserved) []sortedVar {
+func sortVars(dst []sortedVar, set varSet, reserved, protected Reserved) []sortedVar {
 	for n, x := range set {
-		dst = append(dst, sortedVar{n, x, reserved.Has(n)})
+		dst = append(dst, sortedVar{n, x, reserved.Has(n), protected.Has(n)})
 	}
 	sort.Slice(dst, func(i, j int) bool { return dst[i].name < dst[j].name })
 	return dst
@@ -139,9 +140,9 @@ func (m *model) markStale(v *varView, set *varSet) {
 
 // refreshViews rebuilds the views apply made stale. Called with Agent.mu
 // held for writing, before anything is resolved.
-func (m *model) refreshViews(reserved Reserved) {
+func (m *model) refreshViews(reserved, protected Reserved) {
 	for _, s := range m.stale {
-		s.view.build(*s.set, reserved)
+		s.view.build(*s.set, reserved, protected)
 	}
 	clear(m.stale)
 	m.stale = m.stale[:0]

@@ -940,7 +940,6 @@ func (a *Agent) updateMount(w *workload, res []resolved) {
 	if old, ok := m.state[id]; ok && old == sum && m.holds(id, sum) {
 		return
 	}
-	m.state[id] = sum
 
 	size := 0
 	for _, r := range res {
@@ -949,6 +948,15 @@ func (a *Agent) updateMount(w *workload, res []resolved) {
 	for _, s := range secrets {
 		size += len(s.value)
 	}
+	if lim := a.limits().MountBytes; size > lim {
+		// Not written: the last version stays, and the next change that
+		// brings it under the limit writes it (the state is not updated,
+		// so it is not taken as written). Names and sizes only.
+		a.log.Error("mount not updated: the new version is over mount_bytes_limit; the last version stays",
+			"workload", id, "bytes", size, "mount_bytes_limit", lim)
+		return
+	}
+	m.state[id] = sum
 	j := &mountJob{id: id, owner: owner, rev: a.model.rev, sum: sum, buf: m.pool.Alloc(size),
 		vars: make([]mountVar, 0, len(res)), secrets: make([]mountVar, 0, len(secrets))}
 	buf := j.buf.Bytes()[:0]

@@ -237,6 +237,10 @@ func (a *Agent) Reload() error {
 		a.limitAccount.Store(int64(next.AccountVarLimit))
 		applied = append(applied, "account_var_limit")
 	}
+	if next.Limits != a.limits() {
+		a.liveLimits.Store(&next.Limits)
+		applied = append(applied, "limits") // private_secret_limit … mount_bytes_limit (limits.go)
+	}
 	a.mu.Lock()
 	if !reflect.DeepEqual(next.Defaults, a.cfg.Defaults) {
 		a.cfg.Defaults = next.Defaults
@@ -253,8 +257,9 @@ func (a *Agent) Reload() error {
 
 // The settings a reload may change while requests run.
 type liveSettings struct {
-	limitValue   atomic.Int64 // max_value_bytes; 0: cfg's
-	limitAccount atomic.Int64 // account_var_limit; 0: cfg's
+	limitValue   atomic.Int64           // max_value_bytes; 0: cfg's
+	limitAccount atomic.Int64           // account_var_limit; 0: cfg's
+	liveLimits   atomic.Pointer[Limits] // limits.go; nil: cfg's
 	logLevel     atomic.Pointer[string]
 }
 

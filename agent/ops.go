@@ -105,6 +105,13 @@ func (a *Agent) putAccountVar(ctx context.Context, user, name string, value []by
 			return fetch.Txn{}, errorf(CodeAlreadyExists, "account variable %s already exists for %s", name, user)
 		case old == nil && mode == writeUpdate:
 			return fetch.Txn{}, errorf(CodeNotFound, "account variable %s does not exist for %s", name, user)
+		}
+		// The count has its own check below (the index record); this one
+		// is the scope's bytes.
+		if err := a.checkGrowth(CodeLimitExceeded, "account variables of "+user, "account_var_limit", 0, 1, old, m.scopeBytes(user, ""), len(value)); err != nil {
+			return fetch.Txn{}, err
+		}
+		switch {
 		case old != nil:
 			return fetch.Txn{
 				Conds: []fetch.Cond{{Key: key, ModRev: old.rev}},
@@ -229,6 +236,9 @@ func (a *Agent) putProjectVar(ctx context.Context, project, name string, value [
 	if err := a.checkName(name); err != nil {
 		return err
 	}
+	if err := a.checkNotProtected(layerProject, name); err != nil {
+		return err
+	}
 	if err := a.checkValue(name, value); err != nil {
 		return err
 	}
@@ -242,6 +252,10 @@ func (a *Agent) putProjectVar(ctx context.Context, project, name string, value [
 		var old byte
 		if v := p.vars[name]; v != nil {
 			rev, old = v.rev, v.flags()
+		}
+		if err := a.checkGrowth(CodeLimitExceeded, "variables of project "+project, "project_var_limit", len(p.vars), a.limits().ProjectVars,
+			p.vars[name], m.scopeBytes("", project), len(value)); err != nil {
+			return fetch.Txn{}, err
 		}
 		return fetch.Txn{
 			Conds: []fetch.Cond{{Key: keyProjMeta(project), ModRev: p.metaRev}, {Key: key, ModRev: rev}},

@@ -156,7 +156,7 @@ func (a *Agent) ownLayer(name string, b *cache.Buf) layer {
 		if !ok {
 			return l
 		}
-		l.vars = append(l.vars, layerVar{a.rs.names.names[id], val, false})
+		l.vars = append(l.vars, layerVar{name: a.rs.names.names[id], value: val})
 		rest = r
 	}
 }

@@ -65,6 +65,10 @@ func parseRegistration(b []byte) (*Registration, error) {
 	}
 	var r Registration
 	if err := strictUnmarshal(b, &r); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, e // a value JSON would change (jsonstr.go)
+		}
 		if errors.Is(err, errTrailing) {
 			return nil, errorf(CodeInvalidRequest, "decode registration: trailing data after the object")
 		}

@@ -28,8 +28,12 @@ import (
 // highest first (docs/design.md §2: execution, runtime, account, project, groups
 // last first, platform): for each name in order the highest layer that
 // holds it wins. A reserved name counts only in the platform layer; a
-// variable set --from-secret takes the secret the workload may read, and is
-// left out when there is none. Explain takes the slower path of layersFor
+// protected name (protect.go) not in the project and group layers. A
+// variable set --from-secret takes a secret the workload may read: in the
+// account layer its user's private secret, else the project's; in the
+// project and group layers only the project's (a private secret never
+// reaches a workload through a layer its user does not write). It is left
+// out when there is none. Explain takes the slower path of layersFor
 // and resolve, which also reports what each winner overrode; resolve is the
 // reference the merge is tested against.
 
@@ -49,19 +53,25 @@ type layerVar struct {
 	name   string
 	value  []byte
 	secret bool
+	scope  string // set --from-secret: whose secret it took ("secret:user:alice")
 }
 
 type layer struct {
 	name    string
 	vars    []layerVar
-	missing []string // variables from a secret that this workload cannot find (names only)
+	leftOut []leftOut // stored variables this workload does not get, and why (names only)
 }
+
+// leftOut is a stored variable a layer does not pass on: its secret is not
+// one the layer reaches, or its name is protected (protect.go).
+type leftOut struct{ name, reason string }
 
 // resolved is the winner for one name.
 type resolved struct {
 	name      string
 	value     []byte // empty: the name is cleared
 	secret    bool
+	scope     string // as layerVar.scope
 	layer     string
 	overrides []string
 }
@@ -123,7 +133,7 @@ func (a *Agent) resolve(layers []layer, ignored func(layer, name string)) []reso
 				continue
 			}
 			byName[v.name] = len(out)
-			out = append(out, resolved{name: v.name, value: v.value, secret: v.secret, layer: l.name})
+			out = append(out, resolved{name: v.name, value: v.value, secret: v.secret, scope: v.scope, layer: l.name})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
@@ -353,7 +363,7 @@ func (m *merger) addStored(kind uint8, group string, v *varView, set varSet) {
 	}
 	list := v.list
 	if !v.ok {
-		list = sortVars(nil, set, m.a.reserved)
+		list = sortVars(nil, set, m.a.reserved, m.a.protected)
 	}
 	m.srcs = append(m.srcs, mergeSrc{kind: kind, group: group, stored: list})
 }
@@ -392,8 +402,14 @@ func (m *merger) next(s *mergeSrc) bool {
 			x := s.stored[0]
 			s.stored = s.stored[1:]
 			val, secret := x.v.value(), x.v.secret()
+			if x.protected && s.kind != kindAccount {
+				if m.warn {
+					a.log.Warn("leaving out a protected name outside the account layer", "workload", m.id, "layer", s.layerName(), "name", x.name)
+				}
+				continue
+			}
 			if x.v.fromRef() {
-				sec, _ := a.secretFor(m.user, m.proj, string(val))
+				sec, _ := a.refSecret(s.kind == kindAccount, m.user, m.proj, string(val))
 				if sec == nil {
 					if m.warn {
 						a.log.Warn("leaving out a variable whose secret this workload cannot read", "workload", m.id, "layer", s.layerName(), "name", x.name)
@@ -489,7 +505,7 @@ func (a *Agent) prepareResolve() {
 	if !a.rs.seeded {
 		a.rs.seed, a.rs.seeded = maphash.MakeSeed(), true
 	}
-	a.model.refreshViews(a.reserved)
+	a.model.refreshViews(a.reserved, a.protected)
 }
 
 // resolveWorkload resolves w after its registration changed. Called with

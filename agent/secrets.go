@@ -99,7 +99,8 @@ func (a *Agent) putSecret(ctx context.Context, s secretScope, name string, value
 			txn.Conds = append(txn.Conds, fetch.Cond{Key: keyProjMeta(s.project), ModRev: p.metaRev})
 		}
 		var rev fetch.Revision
-		if old := s.set(m)[name]; old != nil {
+		old := s.set(m)[name]
+		if old != nil {
 			rev = old.rev
 		}
 		switch {
@@ -107,6 +108,13 @@ func (a *Agent) putSecret(ctx context.Context, s secretScope, name string, value
 			return txn, errorf(CodeAlreadyExists, "secret %s already exists for %s", name, s.owner())
 		case rev == 0 && mode == writeUpdate:
 			return txn, errorf(CodeNotFound, "secret %s does not exist for %s", name, s.owner())
+		}
+		what, setting, limit := "private secrets of "+s.user, "private_secret_limit", a.limits().PrivateSecrets
+		if s.project != "" {
+			what, setting, limit = "secrets of project "+s.project, "project_secret_limit", a.limits().ProjectSecrets
+		}
+		if err := a.checkGrowth(CodeSecretLimit, what, setting, len(s.set(m)), limit, old, m.scopeBytes(s.user, s.project), len(value)); err != nil {
+			return txn, err
 		}
 		txn.Conds = append(txn.Conds, fetch.Cond{Key: key, ModRev: rev})
 		txn.Ops = append(txn.Ops, fetch.Op{Key: key, Value: a.sealVar(key, value, flags)})
@@ -150,26 +158,59 @@ func (a *Agent) secretFor(user, project, name string) (v *variable, scope string
 	return nil, ""
 }
 
+// refSecret finds the secret a variable set --from-secret takes, for a
+// workload of user in project: in the user's own account layer
+// (account), the one secretFor finds; in any other layer (project,
+// groups: written by others) only the project's, so that no one but the
+// user points a variable at the user's private secret. Called with a.mu
+// held.
+func (a *Agent) refSecret(account bool, user, project, name string) (v *variable, scope string) {
+	if account {
+		return a.secretFor(user, project, name)
+	}
+	if a.model.liveProject(project) == nil {
+		return nil, ""
+	}
+	if v := a.model.projSecrets[project][name]; v != nil {
+		return v, secretScope{project: project}.String()
+	}
+	return nil, ""
+}
+
 // storedLayer turns a stored variable set into a resolution layer for a
 // workload of user in project. A variable set --from-secret takes the
-// value of the secret that workload may read (secretFor), masked as a
-// secret; when there is none it is left out and named in layer.missing.
-// Called with a.mu held.
+// value of the secret that layer reaches (refSecret), masked as a secret;
+// when there is none it is left out and named in layer.leftOut, as is a
+// protected name outside the account layer. Called with a.mu held.
 func (a *Agent) storedLayer(name string, set varSet, user, project string) layer {
 	l := layer{name: name}
+	account := name == layerAccount
 	for n, v := range set {
+		if !account && a.protected.Has(n) {
+			l.leftOut = append(l.leftOut, leftOut{n, protectedReason})
+			continue
+		}
 		if !v.fromRef() {
-			l.vars = append(l.vars, layerVar{n, v.value(), v.secret()})
+			l.vars = append(l.vars, layerVar{name: n, value: v.value(), secret: v.secret()})
 			continue
 		}
-		s, _ := a.secretFor(user, project, string(v.value()))
+		ref := string(v.value())
+		s, scope := a.refSecret(account, user, project, ref)
 		if s == nil {
-			l.missing = append(l.missing, n)
+			l.leftOut = append(l.leftOut, leftOut{n, missingSecretReason(account, user, project, ref)})
 			continue
 		}
-		l.vars = append(l.vars, layerVar{n, s.value(), true})
+		l.vars = append(l.vars, layerVar{name: n, value: s.value(), secret: true, scope: scope})
 	}
 	return l
+}
+
+// missingSecretReason says whose secrets a reference was looked up in.
+func missingSecretReason(account bool, user, project, ref string) string {
+	if account {
+		return "from_secret " + ref + ": neither a private secret of " + user + " (as a member of " + project + ") nor a secret of project " + project
+	}
+	return "from_secret " + ref + ": no secret of project " + project + " (this layer reaches only project " + project + "'s secrets, never a user's private ones)"
 }
 
 // secretJSON is a secret as the API shows it. List replies leave Value out.
@@ -181,7 +222,7 @@ type secretJSON struct {
 	Masked bool    `json:"masked,omitempty"`
 }
 
-func showSecret(name string, v *variable, withValue, reveal bool) secretJSON {
+func showSecret(r *http.Request, name string, v *variable, withValue, reveal bool) secretJSON {
 	out := secretJSON{Name: name, Kind: "text", Size: utf8.RuneCount(v.value())}
 	if v.file() {
 		out.Kind = "file"
@@ -189,7 +230,7 @@ func showSecret(name string, v *variable, withValue, reveal bool) secretJSON {
 	if withValue {
 		s := maskText
 		if reveal {
-			s = string(v.value())
+			s = replyString(r, v.value())
 		} else {
 			out.Masked = true
 		}
@@ -236,7 +277,7 @@ func (a *Agent) apiListSecrets(r *http.Request, c *caller) (any, int, error) {
 	set := s.set(a.model)
 	out := []secretJSON{}
 	for _, n := range set.sortedNames() {
-		out = append(out, showSecret(n, set[n], false, false))
+		out = append(out, showSecret(r, n, set[n], false, false))
 	}
 	return out, 200, nil
 }
@@ -257,13 +298,13 @@ func (a *Agent) apiGetSecret(r *http.Request, c *caller) (any, int, error) {
 	if reveal {
 		a.audit.write(auditRecord{Action: "reveal", Scope: s.String(), Name: name, HMAC: a.audit.sum(v.value()), Socket: "admin"}, &c.peer, c.user)
 	}
-	return showSecret(name, v, true, reveal), 200, nil
+	return showSecret(r, name, v, true, reveal), 200, nil
 }
 
 // secretBody is the body of a secret write.
 type secretBody struct {
-	Value *string `json:"value"`
-	File  bool    `json:"file"` // value is the base64 of a file's bytes
+	Value *lockedValue `json:"value"` // in locked memory until the request is done (jsonstr.go)
+	File  bool         `json:"file"`  // value is the base64 of a file's bytes
 }
 
 func (a *Agent) apiPutSecret(mode varWrite) handler {
@@ -279,8 +320,7 @@ func (a *Agent) apiPutSecret(mode varWrite) handler {
 		if b.Value == nil {
 			return nil, 0, errorf(CodeInvalidRequest, "value is missing")
 		}
-		value := []byte(*b.Value)
-		defer clear(value)
+		value := b.Value.Bytes() // freed with the request
 		name := r.PathValue("name")
 		if err := a.putSecret(r.Context(), s, name, value, b.File, mode); err != nil {
 			return nil, 0, err
@@ -294,7 +334,7 @@ func (a *Agent) apiPutSecret(mode varWrite) handler {
 			status = 201
 		}
 		if v := s.set(a.model)[name]; v != nil {
-			return showSecret(name, v, false, false), status, nil
+			return showSecret(r, name, v, false, false), status, nil
 		}
 		return secretJSON{Name: name}, status, nil
 	}
@@ -320,7 +360,7 @@ func (a *Agent) apiAuditHMAC(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, errorf(CodeDenied, "only admins compute audit HMACs")
 	}
 	var b struct {
-		Value *string `json:"value"`
+		Value *lockedValue `json:"value"`
 	}
 	if err := decodeBody(r, &b); err != nil {
 		return nil, 0, err
@@ -328,8 +368,7 @@ func (a *Agent) apiAuditHMAC(r *http.Request, c *caller) (any, int, error) {
 	if b.Value == nil {
 		return nil, 0, errorf(CodeInvalidRequest, "value is missing")
 	}
-	value := []byte(*b.Value)
-	defer clear(value)
+	value := b.Value.Bytes() // freed with the request
 	sum := a.audit.sum(value)
 	a.audit.write(auditRecord{Action: "hmac", HMAC: sum, Socket: "admin"}, &c.peer, c.user)
 	return map[string]string{"hmac": sum}, 200, nil

@@ -78,8 +78,9 @@ func FuzzCheckSecret(f *testing.F) {
 	})
 }
 
-// TestSecretFor: a workload's user's private secret wins over the
-// project's, and only while the user is a member.
+// TestSecretFor: in the account layer a workload's user's private secret
+// wins over the project's, and only while the user is a member; in the
+// project layer only the project's secret is reached (issue 11 §1).
 func TestSecretFor(t *testing.T) {
 	a := testAgent(t)
 	m := a.model
@@ -94,12 +95,13 @@ func TestSecretFor(t *testing.T) {
 		"MISSING":     &variable{val: a.pool.Copy(append([]byte{flagFromRef | flagSecret}, "NOPE"...))},
 		"PLAIN":       &variable{val: a.pool.Copy(append([]byte{0}, "plain"...))},
 	}
-	for _, tt := range []struct{ user, want string }{
-		{"alice", "alice-db"},   // a member: her own
-		{"carol", "project-db"}, // not a member: the project's
-		{"bob", "project-db"},   // no private one
+	for _, tt := range []struct{ layer, user, want string }{
+		{layerAccount, "alice", "alice-db"},   // a member: her own
+		{layerProject, "alice", "project-db"}, // the project layer: never a private one
+		{layerAccount, "carol", "project-db"}, // not a member: the project's
+		{layerAccount, "bob", "project-db"},   // no private one
 	} {
-		l := a.storedLayer(layerProject, p.vars, tt.user, "fraud")
+		l := a.storedLayer(tt.layer, p.vars, tt.user, "fraud")
 		got := map[string]layerVar{}
 		for _, v := range l.vars {
 			got[v.name] = v
@@ -107,8 +109,8 @@ func TestSecretFor(t *testing.T) {
 		if string(got["DB_PASSWORD"].value) != tt.want || !got["DB_PASSWORD"].secret {
 			t.Errorf("%s: DB_PASSWORD = %q (secret %v), want %q, secret", tt.user, got["DB_PASSWORD"].value, got["DB_PASSWORD"].secret, tt.want)
 		}
-		if _, ok := got["MISSING"]; ok || len(l.missing) != 1 || l.missing[0] != "MISSING" {
-			t.Errorf("%s: a missing secret: vars %v, missing %v", tt.user, got, l.missing)
+		if _, ok := got["MISSING"]; ok || len(l.leftOut) != 1 || l.leftOut[0].name != "MISSING" {
+			t.Errorf("%s: a missing secret: vars %v, left out %v", tt.user, got, l.leftOut)
 		}
 		if string(got["PLAIN"].value) != "plain" {
 			t.Errorf("%s: PLAIN = %q", tt.user, got["PLAIN"].value)

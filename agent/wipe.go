@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/envlet/envlet/cache"
@@ -27,13 +30,17 @@ import (
 //     copy: strictUnmarshal checks the document with a Decoder over a copy
 //     whose string values are masked (so unknown fields and wrong types are
 //     still refused), then json.Unmarshal decodes the real bytes in place;
-//   - the value strings the decoder made are wiped once the request is done
-//     (requestWipes), as are the value strings of the reply;
-//   - a reply is encoded into locked memory, and the encoder's pooled
-//     buffer is cleared (writeJSONLocked).
+//   - a value field (lockedValue, jsonstr.go) decodes itself from the body
+//     into locked memory, and a reply's values are strings over locked
+//     memory (replyString, echo.go); both are freed when the request is
+//     done (requestWipes). A registration's values are still strings,
+//     unescaped by the marker scheme (jsonstr.go) and wiped (wipeString);
+//   - a reply is encoded into locked memory with its values spliced in
+//     after encoding, and the encoder's pooled buffer is cleared
+//     (writeJSONLocked);
+//   - the echoes in the HTTP server's pooled buffers are cleared (echo.go).
 //
-// What is left is listed in README.md (Memory): the HTTP server's pooled
-// read and write buffers, and copies the runtime makes on goroutine stacks.
+// What is left is listed in README.md (Memory).
 
 // maskStrings returns a copy of a JSON document in which the contents of
 // every string that is not an object key are replaced by 'x', keeping the
@@ -74,19 +81,50 @@ func maskStrings(b []byte) []byte {
 // strict checks run over maskStrings(b), the decoding over b itself
 // (json.Unmarshal reads its input in place).
 func strictUnmarshal(b []byte, v any) error {
+	// Bytes that are not UTF-8 would be stored as U+FFFD (jsonstr.go). In
+	// a value (lockedValue) they are ENV_VAR_INVALID_VALUE, so the value
+	// fields decode first; anywhere else (a name, a registration) they are
+	// a bad request.
+	notUTF8 := !utf8.Valid(b)
+	if notUTF8 && !hasLockedValues(v) {
+		return errNotUTF8
+	}
 	masked := maskStrings(b)
 	dec := json.NewDecoder(bytes.NewReader(masked))
 	dec.DisallowUnknownFields()
 	shadow := reflect.New(reflect.TypeOf(v).Elem()).Interface()
-	if err := dec.Decode(shadow); err != nil {
+	err := dec.Decode(shadow)
+	for _, lv := range lockedValues(shadow) {
+		lv.buf.Free()
+	}
+	if err != nil {
 		return err
 	}
 	if dec.More() {
 		return errTrailing
 	}
-	// Escaped strings are unescaped into locked memory (jsonstr.go).
-	return unmarshalUnescaped(bodyPool, b, v)
+	// Value fields (lockedValue) decode themselves into locked memory;
+	// other escaped strings are unescaped into locked memory (jsonstr.go).
+	decode := func() error { return unmarshalUnescaped(bodyPool, b, v) }
+	if hasLockedValues(v) {
+		decode = func() error { return json.Unmarshal(b, v) }
+	}
+	if err := decode(); err != nil {
+		for _, lv := range lockedValues(v) {
+			lv.buf.Free()
+		}
+		return err
+	}
+	if notUTF8 {
+		for _, lv := range lockedValues(v) {
+			lv.buf.Free()
+		}
+		return errNotUTF8
+	}
+	return nil
 }
+
+var errNotUTF8 = errorf(CodeInvalidRequest, "the request body holds bytes that are not UTF-8; JSON would store U+FFFD instead, so it is refused")
 
 var errTrailing = errors.New("trailing data after the object")
 
@@ -173,10 +211,12 @@ var errBodyTooLarge = errors.New("request body too large")
 // bodyPool holds admin request bodies and replies while they are handled.
 var bodyPool = cache.NewPool()
 
-// wipeList collects value strings to wipe when a request is done.
+// wipeList collects the locked Bufs of a request's values — decoded from
+// its body (lockedValue) and put in its reply (replyString) — to free when
+// the request is done.
 type wipeList struct {
 	mu   sync.Mutex
-	strs []string
+	bufs []*cache.Buf
 }
 
 type wipeKey struct{}
@@ -193,12 +233,17 @@ func withWipes(r *http.Request) (*http.Request, *wipeList) {
 	return r.WithContext(context.WithValue(r.Context(), wipeKey{}, l)), l
 }
 
-func (l *wipeList) add(s ...string) {
+func (l *wipeList) addValues(vs []*lockedValue) {
 	if l == nil {
+		for _, v := range vs {
+			v.buf.Free()
+		}
 		return
 	}
 	l.mu.Lock()
-	l.strs = append(l.strs, s...)
+	for _, v := range vs {
+		l.bufs = append(l.bufs, v.buf)
+	}
 	l.mu.Unlock()
 }
 
@@ -208,10 +253,10 @@ func (l *wipeList) wipe() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, s := range l.strs {
-		wipeString(s)
+	for _, b := range l.bufs {
+		b.Free()
 	}
-	l.strs = nil
+	l.bufs = nil
 }
 
 // valueStrings returns the value strings in v: fields tagged "value"
@@ -331,14 +376,42 @@ func exeRanges() [][2]uintptr {
 // writeJSONLocked writes v as indented JSON through locked memory: the
 // encoder's pooled buffer is cleared once copied, the indented copy lives
 // in the cache's memory and is zeroed when written.
-func writeJSONLocked(pool *cache.Pool, w io.Writer, v any) error {
+//
+// With pad, the reply is padded with newlines past net/http's response
+// buffer (padValueReply, echo.go).
+func writeJSONLocked(pool *cache.Pool, w io.Writer, v any, pad bool) error {
+	// A reply with values: the values are spliced in after encoding
+	// (echo.go), so encoding/json's buffers never hold one.
+	var prefix string
+	var vals []string
+	if pad {
+		var nonce [8]byte
+		rand.Read(nonce[:])
+		prefix = "envlet-value-" + hex.EncodeToString(nonce[:]) + "-"
+		v, vals = markValues(v, prefix)
+	}
 	lw := &lockedWriter{pool: pool}
 	defer lw.free()
 	enc := json.NewEncoder(lw)
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	_, err := w.Write(lw.out.Bytes()[:lw.n])
+	if len(vals) > 0 {
+		spliced := splice(pool, lw.out.Bytes()[:lw.n], prefix, vals)
+		lw.out.Free()
+		lw.out, lw.n = spliced, spliced.Len()
+	}
+	n := lw.n
+	if pad && n <= replyBufSize {
+		if lw.out.Len() <= replyBufSize {
+			bigger := pool.Alloc(replyBufSize + 1)
+			copy(bigger.Bytes(), lw.out.Bytes()[:n])
+			lw.out.Free()
+			lw.out = bigger
+		}
+		n = padValueReply(lw.out.Bytes(), n)
+	}
+	_, err := w.Write(lw.out.Bytes()[:n])
 	return err
 }
 

@@ -75,13 +75,31 @@ func FuzzStrictUnmarshal(f *testing.F) {
 			switch {
 			case err == nil && werr != nil:
 				t.Fatalf("accepted what the strict Decoder refuses (%v): %q", werr, b)
-			case err == nil && !reflect.DeepEqual(got, want):
+			case err == nil && !reflect.DeepEqual(plainBody(got), plainBody(want)):
 				t.Fatalf("decoded %+v, the Decoder %+v", got, want)
-			case err != nil && werr == nil && json.Valid(b):
+			case err != nil && werr == nil && json.Valid(b) && err != errChangedValue && err != errNotUTF8:
 				t.Fatalf("refused (%v) a valid document the Decoder takes: %q", err, b)
 			}
 		}
 	})
+}
+
+// plainBody is a decoded body with its locked values as strings, to compare.
+func plainBody(v any) any {
+	b, ok := v.(*varBody)
+	if !ok {
+		return v
+	}
+	var s *string
+	if b.Value != nil {
+		x := string(b.Value.Bytes())
+		s = &x
+	}
+	return struct {
+		Value      *string
+		Secret     *bool
+		FromSecret string
+	}{s, b.Secret, b.FromSecret}
 }
 
 func TestWipeString(t *testing.T) {
@@ -137,7 +155,7 @@ func TestWriteJSONLocked(t *testing.T) {
 		enc := json.NewEncoder(&want)
 		enc.SetIndent("", "  ")
 		enc.Encode(v)
-		if err := writeJSONLocked(pool, &got, v); err != nil {
+		if err := writeJSONLocked(pool, &got, v, false); err != nil {
 			t.Fatal(err)
 		}
 		if got.String() != want.String() {

@@ -19,7 +19,9 @@ import (
 // new key with its value, and each overwritten key at its last
 // acknowledged value or the one in flight when the agent died.
 func TestCrashDuringWrites(t *testing.T) {
-	a := startAgent(t, "")
+	// Thousands of variables in one project: over the default
+	// project_var_limit (500), which is not what this test is about.
+	a := startAgentConf(t, "project_var_limit = 1000000\nscope_bytes_limit = 1073741824", "")
 	a.cli("project", "create", "crash")
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))

@@ -197,7 +197,10 @@ func TestFromSecret(t *testing.T) {
 		}
 		return env
 	}
-	checkEnv(t, launch(alice), map[string]string{"DB_PASSWORD": "canary-fs-alice", "MY_API": "canary-fs-api", "DB_URL": "platform-default"})
+	// A project-layer reference reaches only the project's secret, never
+	// a member's private one of the same name (issue 11 §1); alice's own
+	// account layer reaches hers.
+	checkEnv(t, launch(alice), map[string]string{"DB_PASSWORD": "canary-fs-project", "MY_API": "canary-fs-api", "DB_URL": "platform-default"})
 	checkEnv(t, launch(bob), map[string]string{"DB_PASSWORD": "canary-fs-project", "MY_API": ""})
 	// carol is not a member: her private secrets do not follow her into fraud.
 	checkEnv(t, launch(carol), map[string]string{"DB_PASSWORD": "canary-fs-project"})
@@ -219,7 +222,7 @@ func TestFromSecret(t *testing.T) {
 	// A change to a secret reaches the next launch, with no re-registration.
 	as(alice, "secret", "set", "DB_PASS", "canary-fs-alice-2")
 	as(bob, "secret", "set", "--project", "fraud", "DB_PASS", "canary-fs-project-2")
-	checkEnv(t, launch(alice), map[string]string{"DB_PASSWORD": "canary-fs-alice-2"})
+	checkEnv(t, launch(alice), map[string]string{"DB_PASSWORD": "canary-fs-project-2"})
 	checkEnv(t, launch(bob), map[string]string{"DB_PASSWORD": "canary-fs-project-2"})
 	as(alice, "secret", "delete", "DB_PASS")
 	checkEnv(t, launch(alice), map[string]string{"DB_PASSWORD": "canary-fs-project-2"})
@@ -258,10 +261,12 @@ func TestMembershipChanges(t *testing.T) {
 	a.cli("group", "set", "base", "FROM_GROUP", "g")
 	a.cli("project", "groups", "fraud", "base")
 	a.cli("project", "env", "set", "fraud", "FROM_PROJECT", "p")
-	a.cli("project", "env", "set", "fraud", "TOKEN", "--from-secret", "TOKEN")
 	a.register(map[string]any{"id": "w", "user": uidName(uid), "project": "fraud", "match": map[string]any{"uid": uid}})
 	a.cliAs(uid, "env", "set", "MINE", "m")
 	a.cliAs(uid, "secret", "create", "TOKEN", "canary-member-token")
+	// Through the member's own account layer: the only layer through
+	// which a private secret reaches a workload (issue 11 §1).
+	a.cliAs(uid, "env", "set", "TOKEN", "--from-secret", "TOKEN")
 
 	env, _ := a.launchEnv(uid, uid)
 	checkEnv(t, env, map[string]string{"MINE": "m", "TOKEN": "canary-member-token", "FROM_GROUP": "g", "FROM_PROJECT": "p"})

@@ -14,6 +14,8 @@ const (
 	CodeNotFound       = wire.CodeNotFound        // 404: no such variable or secret
 	CodeSecretTooLarge = "SECRET_TOO_LARGE"       // 400
 	CodeDenied         = wire.CodeDenied          // 403
+	CodeProtectedName  = "ENV_VAR_PROTECTED_NAME" // 400: a code-loading name in a project or group layer
+	CodeSecretLimit    = "SECRET_LIMIT_EXCEEDED"  // 400: a user's or a project's secrets are at a limit
 
 	CodeInvalidRequest   = "INVALID_REQUEST" // 400: a body or query the agent cannot use
 	CodeProjectNotFound  = "PROJECT_NOT_FOUND"
@@ -26,6 +28,9 @@ const (
 	CodeUnavailable      = wire.CodeUnavailable // 503: the store cannot be read or written
 	CodeInternal         = wire.CodeInternal    // 500
 	CodeBusy             = wire.CodeBusy        // 503: request bodies in flight hold all the memory allowed them; retry
+	CodeStorageFull      = "STORAGE_FULL"       // 507: the disk under the store or the audit log is full
+	CodeStorageReadOnly  = "STORAGE_READ_ONLY"  // 503: that disk is read-only
+	CodeStorageFailed    = "STORAGE_FAILED"     // 503: another I/O error there
 
 	// CodeTooManyConnections (503) refuses a connection before any request
 	// is read: the caller's uid or the socket holds as many as allowed.

@@ -559,6 +559,15 @@ func TestExplain(t *testing.T) {
 			out:   table,
 		},
 		{
+			name: "SecretScopeAndLeftOut", args: []string{"explain", "--workload", "w"},
+			reply: `[{"name":"STOLEN","value":"","layer":"project","overrides":[],"left_out":"from_secret P: no secret of project p"},` +
+				`{"name":"TOKEN","value":"********","masked":true,"layer":"account","overrides":[],"secret_scope":"secret:user:alice"}]`,
+			want: stubRequest{Method: "GET", Path: "/v1/explain", Query: "workload=w"},
+			out: "NAME    VALUE                                              LAYER    OVERRIDES\n" +
+				"STOLEN  (left out: from_secret P: no secret of project p)  project  -\n" +
+				"TOKEN   ******** (secret:user:alice)                       account  -\n",
+		},
+		{
 			name: "QueryEscaped", args: []string{"explain", "--workload", "a&b=c d"},
 			reply: "[]",
 			want:  stubRequest{Method: "GET", Path: "/v1/explain", Query: "workload=a%26b%3Dc+d"},

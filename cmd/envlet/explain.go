@@ -15,6 +15,11 @@ type explained struct {
 	Layer     string   `json:"layer"`
 	Overrides []string `json:"overrides"`
 	Cleared   bool     `json:"cleared"`
+	// SecretScope is whose secret a variable set --from-secret took;
+	// LeftOut, why a layer's variable is not served (README, "Whose secret
+	// a reference reaches", "Protected names").
+	SecretScope string `json:"secret_scope"`
+	LeftOut     string `json:"left_out"`
 }
 
 func (a *app) explainCmd() *cobra.Command {
@@ -26,7 +31,12 @@ func (a *app) explainCmd() *cobra.Command {
 		Long: `Show the environment a workload (or user U in project P) gets: for every
 name its value (masked unless --reveal), the layer it came from (execution,
 runtime, account, project, group:NAME, platform) and the layers it overrode.
-A name cleared by an empty value at a higher layer shows as (cleared).`,
+A name cleared by an empty value at a higher layer shows as (cleared).
+A variable set --from-secret shows whose secret it took (secret:user:U
+or secret:project:P). A layer's variable that is not served shows as
+(left out: why), before the name's winner: its secret is not one that
+layer reaches (the project and group layers reach only the project's
+secrets, never a user's private ones), or its name is protected.`,
 		Args: nArgs(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := url.Values{}
@@ -60,8 +70,13 @@ A name cleared by an empty value at a higher layer shows as (cleared).`,
 			t := newTable(a.stdout, "NAME", "VALUE", "LAYER", "OVERRIDES")
 			for _, e := range es {
 				v := e.Value
-				if e.Cleared {
+				switch {
+				case e.LeftOut != "":
+					v = "(left out: " + e.LeftOut + ")"
+				case e.Cleared:
 					v = "(cleared)"
+				case e.SecretScope != "":
+					v += " (" + e.SecretScope + ")"
 				}
 				t.row(e.Name, v, e.Layer, joinOrDash(e.Overrides))
 			}
@@ -72,6 +87,6 @@ A name cleared by an empty value at a higher layer shows as (cleared).`,
 	cmd.Flags().StringVar(&user, "user", "", "explain for `USER` (with --project)")
 	cmd.Flags().StringVar(&proj, "project", "", "explain for project `P` (with --user)")
 	cmd.Flags().BoolVar(&reveal, "reveal", false, "print masked values in clear (those you may read)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of {name,value,masked,layer,overrides,cleared}")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of {name,value,masked,layer,overrides,cleared,secret_scope,left_out}")
 	return cmd
 }
