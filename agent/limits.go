@@ -1,6 +1,5 @@
 package agent
 
-
 // Limits bound every collection a non-admin can grow (issue 11 §2), so no
 // user fills the agent's locked memory, the store or the mounts' tmpfs:
 //
