@@ -151,6 +151,9 @@ func (a *Agent) adminHandler() http.Handler {
 	h("POST /v1/workloads", a.apiRegisterWorkload)
 	h("DELETE /v1/workloads/{id}", a.apiDeleteWorkload)
 	h("GET /v1/explain", a.apiExplain)
+	mux.HandleFunc("POST /v1/runs", a.serveRun)
+	h("PUT /v1/workloads/{id}", a.apiUpdateWorkload)
+	h("GET /v1/audit", a.apiAuditList)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, errorf(CodeNotFoundGeneric, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -807,7 +810,7 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if err := a.registerWorkload(r.Context(), reg); err != nil {
 		return nil, 0, err
 	}
-	a.audit.write(auditRecord{Action: "register", Scope: "workload:" + reg.ID, Socket: "admin"}, &c.peer, c.user)
+	a.audit.write(auditRecord{Action: "register", Scope: "workload:" + reg.ID, Socket: "admin", WorkloadUser: reg.User, Project: reg.Project}, &c.peer, c.user)
 	reply := map[string]string{"id": reg.ID}
 	a.mu.RLock()
 	if w := a.workloads[reg.ID]; w != nil && w.tokenFile != "" {
@@ -822,10 +825,11 @@ func (a *Agent) apiDeleteWorkload(r *http.Request, c *caller) (any, int, error) 
 		return nil, 0, errorf(CodeDenied, "only admins deregister workloads")
 	}
 	id := r.PathValue("id")
+	was := a.workloadNamed(id)
 	if err := a.deregisterWorkload(r.Context(), id); err != nil {
 		return nil, 0, err
 	}
-	a.audit.write(auditRecord{Action: "deregister", Scope: "workload:" + id, Socket: "admin"}, &c.peer, c.user)
+	a.audit.write(was.record(auditRecord{Action: "deregister", Scope: "workload:" + id, Socket: "admin"}), &c.peer, c.user)
 	return nil, http.StatusNoContent, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-secure-stdlib/mlock"
 	"golang.org/x/sys/unix"
 
+	"github.com/envlet/envlet/agent/internal/selfrun"
 	"github.com/envlet/envlet/cache"
 	"github.com/envlet/envlet/fetch"
 )
@@ -64,6 +65,8 @@ type Agent struct {
 	watchers     watchSet
 	platformBufs []*cache.Buf // the platform layer's values
 	liveSettings
+
+	runs *selfrun.Books // self-service runs held (admin_run.go)
 }
 
 // New returns an agent for cfg; Run starts it.
@@ -82,6 +85,7 @@ func New(cfg Config, log hclog.Logger) *Agent {
 		reread:    make(chan struct{}, 1),
 		adminGID:  -1,
 		started:   time.Now(),
+		runs:      selfrun.New(cfg.MaxRunsPerUser),
 	}
 }
 
@@ -184,6 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.trimMemory,
 		a.notifyStopping,
 		func(ctx context.Context) error { return a.reloadOnHUP(ctx, hup) },
+		a.runs.Run,
 	}
 	if socks.credentials != nil {
 		parts = append(parts, func(ctx context.Context) error { return a.serveCredentials(ctx, socks.credentials) })

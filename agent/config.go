@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/envlet/envlet/agent/internal/selfrun"
 )
 
 // DefaultConfigPath is where a production agent reads its config.
@@ -38,6 +40,9 @@ type Config struct {
 	MaxConns       int
 	MaxConnsPerUID int
 	RequestTimeout time.Duration
+	// MaxRunsPerUser bounds the self-service runs (envlet run) one user
+	// holds at once (admin_run.go).
+	MaxRunsPerUser int
 
 	LogJSON  bool
 	LogLevel string
@@ -96,6 +101,7 @@ func baseConfig() Config {
 		EtcdPrefix:        "/envlet/",
 		EtcdTimeout:       5 * time.Second,
 		DevAdminUID:       -1,
+		MaxRunsPerUser:    selfrun.DefaultMaxPerUser,
 	}
 }
 
@@ -318,6 +324,12 @@ func (c *Config) set(k, v string) error {
 		} else {
 			c.MaxConnsPerUID = n
 		}
+	case "max_runs_per_user":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1<<16 {
+			return errors.New("want a whole number from 1 to 65536")
+		}
+		c.MaxRunsPerUser = n
 	case "request_timeout":
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 100*time.Millisecond || d > time.Hour {

@@ -1,0 +1,50 @@
+package selfrun
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestBooks(t *testing.T) {
+	b := New(2)
+	r1, ok1 := b.Acquire("alice")
+	_, ok2 := b.Acquire("alice")
+	_, ok3 := b.Acquire("alice")
+	_, okBob := b.Acquire("bob")
+	if !ok1 || !ok2 || ok3 || !okBob {
+		t.Fatalf("acquire: %v %v %v %v", ok1, ok2, ok3, okBob)
+	}
+	r1()
+	r1() // a second release gives nothing back twice
+	if b.Held("alice") != 1 {
+		t.Fatalf("held %d after one release", b.Held("alice"))
+	}
+	if _, ok := b.Acquire("alice"); !ok {
+		t.Fatal("a released run is not free again")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.Run(ctx)
+	select {
+	case <-b.Stopping():
+	default:
+		t.Fatal("Stopping not closed")
+	}
+	if _, ok := b.Acquire("carol"); ok {
+		t.Fatal("a run started after stop")
+	}
+}
+
+func TestNewID(t *testing.T) {
+	long := strings.Repeat("u", 200)
+	for _, u := range []string{"alice", "1001", long} {
+		id := NewID(u)
+		if len(id) > maxID || !strings.HasPrefix(id, "run-"+u[:min(len(u), 20)]) {
+			t.Errorf("NewID(%d bytes) = %q", len(u), id)
+		}
+	}
+	if NewID("a") == NewID("a") {
+		t.Error("two ids alike")
+	}
+}
