@@ -426,6 +426,18 @@ func TestWorkloadUpdate(t *testing.T) {
 	if w := a.workloadsAs(0)[0]; w.Stale {
 		t.Fatalf("still stale after a fetch: %+v", w)
 	}
+	// mount on, then off: the mount follows.
+	a.cli("workload", "update", "w1", write(with("mount", true)))
+	a.waitLog("mount written: workload=w1", 1)
+	mounted, err := os.ReadFile(filepath.Join(a.dir, "mounts", "w1", "env"))
+	if err != nil || !strings.Contains(string(mounted), "LR=\"0.1\"") {
+		t.Fatalf("mount after the update: %v", err)
+	}
+	a.cli("workload", "update", "w1", write(reg))
+	a.waitLog("mount removed: workload=w1", 1)
+	if _, err := os.Stat(filepath.Join(a.dir, "mounts", "w1")); !os.IsNotExist(err) {
+		t.Fatalf("mount left after mount went false: %v", err)
+	}
 	// A workloads.d registration is edited in its file.
 	os.MkdirAll(a.workDir, 0o755)
 	os.WriteFile(filepath.Join(a.workDir, "f1.json"), []byte(`{"id":"f1","user":"x","project":"fraud","match":{"uid":1}}`), 0o644)
