@@ -679,9 +679,9 @@ func TestUsageErrors(t *testing.T) {
 		args   []string
 		errOut string
 	}{
-		{nil, "envlet: USAGE: missing command, one of: audit, env, explain, group, project, secret, status, whoami, workload\n"},
-		{[]string{"evn"}, "envlet: USAGE: unknown command \"evn\"; did you mean env? (one of: audit, env, explain, group, project, secret, status, whoami, workload)\n"},
-		{[]string{"completion", "bash"}, "envlet: USAGE: unknown command \"completion\" (one of: audit, env, explain, group, project, secret, status, whoami, workload)\n"},
+		{nil, "envlet: USAGE: missing command, one of: audit, env, explain, group, project, run, secret, status, whoami, workload\n"},
+		{[]string{"evn"}, "envlet: USAGE: unknown command \"evn\"; did you mean env or run? (one of: audit, env, explain, group, project, run, secret, status, whoami, workload)\n"},
+		{[]string{"completion", "bash"}, "envlet: USAGE: unknown command \"completion\" (one of: audit, env, explain, group, project, run, secret, status, whoami, workload)\n"},
 		{[]string{"--nope"}, "envlet: USAGE: unknown flag: --nope\n"},
 		{[]string{"status", "--socket"}, "envlet: USAGE: status: flag needs an argument: --socket\n"},
 	} {
