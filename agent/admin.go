@@ -780,22 +780,11 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if !c.admin {
 		return nil, 0, errorf(CodeDenied, "only admins register workloads")
 	}
-	buf, err := readBody(bodyPool, r.Body, r.ContentLength, maxBodyBytes)
-	if errors.Is(err, errBodyBusy) {
-		return nil, 0, errorf(CodeBusy, "the agent is reading too many request bodies; retry")
-	}
-	if err != nil {
-		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
-	}
-	reg, err := parseRegistration(buf.Bytes())
-	buf.Free()
+	reg, err := readRegistrationBody(r)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer reg.wipeValues() // sealed in the store by then
-	if reg.IssuedToken != "" {
-		return nil, 0, errorf(CodeInvalidRequest, "registration %s: issued_token is set by the agent; ask for a token with \"match\": {\"token\": true}", reg.ID)
-	}
 	if reg.Match.Token {
 		// Issued here and kept in the sealed record, so the token survives
 		// a restart; the token file is written when the record applies.

@@ -31,22 +31,11 @@ func (a *Agent) apiUpdateWorkload(r *http.Request, c *caller) (any, int, error) 
 		return nil, 0, errorf(CodeDenied, "only admins update workloads")
 	}
 	id := r.PathValue("id")
-	buf, err := readBody(bodyPool, r.Body, r.ContentLength, maxBodyBytes)
-	if errors.Is(err, errBodyBusy) {
-		return nil, 0, errorf(CodeBusy, "the agent is reading too many request bodies; retry")
-	}
-	if err != nil {
-		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
-	}
-	reg, err := parseRegistration(buf.Bytes())
-	buf.Free()
+	reg, err := readRegistrationBody(r)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer reg.wipeValues() // sealed in the store by then
-	if reg.IssuedToken != "" {
-		return nil, 0, errorf(CodeInvalidRequest, "registration %s: issued_token is set by the agent, never in a registration", reg.ID)
-	}
 	if reg.ID != id {
 		return nil, 0, errorf(CodeWorkloadImmutable, "the body's id %s is not %s: an id names a registration; register a new one instead", reg.ID, clipIdent(id))
 	}
@@ -61,6 +50,29 @@ func (a *Agent) apiUpdateWorkload(r *http.Request, c *caller) (any, int, error) 
 	}
 	a.mu.RUnlock()
 	return reply, 200, nil
+}
+
+// readRegistrationBody reads and checks the registration in a request's
+// body (POST and PUT /v1/workloads): a registration may not set
+// issued_token, only the agent does. The caller wipes its values.
+func readRegistrationBody(r *http.Request) (*Registration, error) {
+	buf, err := readBody(bodyPool, r.Body, r.ContentLength, maxBodyBytes)
+	if errors.Is(err, errBodyBusy) {
+		return nil, errorf(CodeBusy, "the agent is reading too many request bodies; retry")
+	}
+	if err != nil {
+		return nil, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
+	}
+	reg, err := parseRegistration(buf.Bytes())
+	buf.Free()
+	if err != nil {
+		return nil, err
+	}
+	if reg.IssuedToken != "" {
+		reg.wipeValues()
+		return nil, errorf(CodeInvalidRequest, "registration %s: issued_token is set by the agent; ask for a token with \"match\": {\"token\": true}", reg.ID)
+	}
+	return reg, nil
 }
 
 // updateWorkload replaces an API registration's record, keeping its

@@ -44,7 +44,7 @@ func TestNewID(t *testing.T) {
 			t.Errorf("NewID(%d bytes) = %q", len(u), id)
 		}
 	}
-	if NewID("a") == NewID("a") {
+	if x, y := NewID("a"), NewID("a"); x == y {
 		t.Error("two ids alike")
 	}
 }
