@@ -253,7 +253,9 @@ func TestRunLifetime(t *testing.T) {
 	p.wait(t)
 	a.waitLog("run ended", ended+1)
 	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, int(hangGuard/time.Millisecond)); n != 1 || err != nil {
-		t.Fatalf("the program outlived its killed run: %v", err)
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		t.Fatalf("the program outlived its killed run: %v; %q\n%s", err, cmdline, st)
 	}
 	if ws := a.workloadsAs(0); len(ws) != 1 {
 		t.Fatalf("after kill -9 of one run: %+v", ws)

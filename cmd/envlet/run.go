@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -178,6 +179,11 @@ func (a *app) run(cmd *cobra.Command, project string, exe map[string]string, arg
 	// others are passed on.
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
+	// The parent-death signal is tied to the thread that forks: keep it
+	// for this goroutine until CMD is gone, so no thread exit on the
+	// runtime's part sends it early or loses it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := child.Start(); err != nil {
 		return errorf(codeIO, "start the launcher: %v", err)
 	}
