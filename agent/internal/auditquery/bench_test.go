@@ -133,7 +133,7 @@ func cpuTime() time.Duration {
 }
 
 func report(b *testing.B, lines int64, cpu0 time.Duration) {
-	b.ReportMetric((cpuTime() - cpu0).Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 	per := b.Elapsed().Seconds() / float64(b.N)
 	b.ReportMetric(float64(lines)/per/1e6, "Mlines/s")
 	b.ReportMetric(float64(bench.bytes)/per/1e6, "MB/s")
