@@ -169,3 +169,12 @@ func naiveUser(b *testing.B, path, user string) int64 {
 	}
 	return lines
 }
+
+// TestMain removes the benchmark log (some 740 MB) once the run is over.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bench.path != "" {
+		os.RemoveAll(filepath.Dir(bench.path))
+	}
+	os.Exit(code)
+}
