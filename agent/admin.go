@@ -815,6 +815,10 @@ func (a *Agent) apiDeleteWorkload(r *http.Request, c *caller) (any, int, error) 
 	}
 	id := r.PathValue("id")
 	was := a.workloadNamed(id)
+	if a.endRunByAdmin(id) { // an envlet run: it ends, its CLI is told
+		a.audit.write(was.record(auditRecord{Action: "deregister", Scope: "workload:" + id, Socket: "admin"}), &c.peer, c.user)
+		return nil, http.StatusNoContent, nil
+	}
 	if err := a.deregisterWorkload(r.Context(), id); err != nil {
 		return nil, 0, err
 	}

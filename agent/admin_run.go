@@ -66,13 +66,17 @@ func (a *Agent) serveRun(w http.ResponseWriter, r *http.Request) {
 	writeJSONLine(w, started)
 	rc.Flush()
 
+	ended, forget := a.runs.Track(started.ID)
+	defer forget()
 	why := "the client closed the connection"
 	select {
 	case <-r.Context().Done():
 	case <-a.runs.Stopping():
 		why = "the agent is stopping"
+	case <-ended:
+		why = "an admin deleted it"
 	}
-	a.endRun(started.ID, c, why)
+	a.endRun(started, c, why)
 	writeJSONLine(w, api.RunEnded{ID: started.ID, Ended: true})
 	rc.Flush()
 }
@@ -151,17 +155,28 @@ func (a *Agent) startRun(r *http.Request, c *caller) (api.RunStarted, func(), er
 	return api.RunStarted{ID: reg.ID, User: reg.User, Project: reg.Project, UID: uid, TokenFile: tokenFile, Socket: a.cfg.WorkloadSocket}, release, nil
 }
 
-// endRun removes a run's registration, its token file, mount and watchers.
-func (a *Agent) endRun(id string, c *caller, why string) {
-	a.mu.Lock()
+// endRunByAdmin ends run id for DELETE /v1/workloads/{id}: false when id
+// is no run. It returns once the registration is gone.
+func (a *Agent) endRunByAdmin(id string) bool {
+	a.mu.RLock()
 	w := a.workloads[id]
-	var user, project string
-	if w != nil {
-		user, project = w.reg.User, w.reg.Project
+	isRun := w != nil && w.source == sourceRun
+	a.mu.RUnlock()
+	if !isRun || !a.runs.End(id) {
+		return false
 	}
+	a.mu.Lock() // endRun may not have run yet: remove it here (a no-op after)
 	a.removeWorkload(id, sourceRun)
 	a.mu.Unlock()
-	a.audit.write(auditRecord{Action: "run-end", Scope: "workload:" + id, Workload: id, Reason: why, Socket: "admin",
-		WorkloadUser: user, Project: project}, &c.peer, c.user)
-	a.log.Info("run ended", "workload", id, "why", why)
+	return true
+}
+
+// endRun removes a run's registration, its token file, mount and watchers.
+func (a *Agent) endRun(run api.RunStarted, c *caller, why string) {
+	a.mu.Lock()
+	a.removeWorkload(run.ID, sourceRun) // a no-op when an admin's delete got there first
+	a.mu.Unlock()
+	a.audit.write(auditRecord{Action: "run-end", Scope: "workload:" + run.ID, Workload: run.ID, Reason: why, Socket: "admin",
+		WorkloadUser: run.User, Project: run.Project}, &c.peer, c.user)
+	a.log.Info("run ended", "workload", run.ID, "why", why)
 }

@@ -270,6 +270,15 @@ func TestRunLifetime(t *testing.T) {
 	a.restart()
 	a.noRunsLeft("after a restart")
 
+	// An admin ends a run with workload delete; the caller may not.
+	p3 := startProc(t, a, u.member, bins.envlet, append([]string{"run", "--project", "fraud", "--"}, blocker...)...)
+	p3.expect(t, "pid ")
+	id := a.workloadsAs(u.member)[0].ID
+	wantCode(t, "the member deleting their run", a.cliAs(u.member, "workload", "delete", id), 1, "PERMISSION_DENIED")
+	a.cli("workload", "delete", id)
+	a.noRunsLeft("after an admin deleted the run")
+	p3.stderr.waitFor(t, "RUN_ENDED", 1)
+
 	// Audited as runs by that user, in that project; the serve names the
 	// group it merged.
 	recs := auditRecords(t, a)
@@ -289,7 +298,7 @@ func TestRunLifetime(t *testing.T) {
 			}
 		}
 	}
-	if runs != 2 || ends != 2 || serves < 2 {
+	if runs != 3 || ends != 3 || serves < 3 {
 		t.Fatalf("audit: %d runs, %d ends, %d serves naming base", runs, ends, serves)
 	}
 	a.noCanary(canaryRunAcct, canaryRunProj, canaryRunGroup, canaryRunExec, canaryRunOther, canaryRunML)

@@ -18,6 +18,7 @@ type Books struct {
 
 	mu     sync.Mutex
 	held   map[string]int
+	ends   map[string]chan struct{} // by run id: closed to end that run
 	stop   chan struct{}
 	closed bool
 }
@@ -27,7 +28,7 @@ func New(max int) *Books {
 	if max < 1 {
 		max = DefaultMaxPerUser
 	}
-	return &Books{max: max, held: map[string]int{}, stop: make(chan struct{})}
+	return &Books{max: max, held: map[string]int{}, ends: map[string]chan struct{}{}, stop: make(chan struct{})}
 }
 
 // Max is how many runs a user may hold at once.
@@ -53,6 +54,35 @@ func (b *Books) Acquire(user string) (release func(), ok bool) {
 			}
 		})
 	}, true
+}
+
+// Track notes run id and returns the channel End closes, and a func to
+// forget it once the run is over.
+func (b *Books) Track(id string) (ended <-chan struct{}, forget func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ch := make(chan struct{})
+	b.ends[id] = ch
+	return ch, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.ends[id] == ch {
+			delete(b.ends, id)
+		}
+	}
+}
+
+// End asks run id to end (an admin's DELETE /v1/workloads/{id}); false
+// when there is no such run.
+func (b *Books) End(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ch, ok := b.ends[id]
+	if ok {
+		close(ch)
+		delete(b.ends, id)
+	}
+	return ok
 }
 
 // Held is how many runs user holds.

@@ -48,3 +48,23 @@ func TestNewID(t *testing.T) {
 		t.Error("two ids alike")
 	}
 }
+
+func TestTrackEnd(t *testing.T) {
+	b := New(1)
+	ended, forget := b.Track("run-a-1")
+	if b.End("run-b-1") {
+		t.Fatal("ended a run never tracked")
+	}
+	if !b.End("run-a-1") {
+		t.Fatal("End of a tracked run")
+	}
+	select {
+	case <-ended:
+	default:
+		t.Fatal("End did not close the run's channel")
+	}
+	forget()
+	if b.End("run-a-1") {
+		t.Fatal("ended twice")
+	}
+}
