@@ -162,6 +162,9 @@ func (a *Agent) adminHandler() http.Handler {
 	h("POST /v1/workloads", a.apiRegisterWorkload)
 	h("DELETE /v1/workloads/{id}", a.apiDeleteWorkload)
 	h("GET /v1/explain", a.apiExplain)
+	mux.HandleFunc("POST /v1/runs", a.serveRun)
+	h("PUT /v1/workloads/{id}", a.apiUpdateWorkload)
+	h("GET /v1/audit", a.apiAuditList)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, errorf(CodeNotFoundGeneric, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -798,23 +801,11 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if !c.admin {
 		return nil, 0, errorf(CodeDenied, "only admins register workloads")
 	}
-	buf, err := readBody(bodyPool, r.Body, r.ContentLength, maxBodyBytes)
-	if errors.Is(err, errBodyBusy) {
-		return nil, 0, errorf(CodeBusy, "the agent is reading too many request bodies; retry")
-	}
-	if err != nil {
-		return nil, 0, errorf(CodeInvalidRequest, "request body is over %d bytes", maxBodyBytes)
-	}
-	forgetRequestBody(r, buf.Bytes())
-	reg, err := parseRegistration(buf.Bytes())
-	buf.Free()
+	reg, err := readRegistrationBody(r)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer reg.wipeValues() // sealed in the store by then
-	if reg.IssuedToken != "" {
-		return nil, 0, errorf(CodeInvalidRequest, "registration %s: issued_token is set by the agent; ask for a token with \"match\": {\"token\": true}", reg.ID)
-	}
 	if reg.Match.Token {
 		// Issued here and kept in the sealed record, so the token survives
 		// a restart; the token file is written when the record applies.
@@ -829,7 +820,7 @@ func (a *Agent) apiRegisterWorkload(r *http.Request, c *caller) (any, int, error
 	if err := a.registerWorkload(r.Context(), reg); err != nil {
 		return nil, 0, err
 	}
-	a.audit.write(auditRecord{Action: "register", Scope: "workload:" + reg.ID, Socket: "admin"}, &c.peer, c.user)
+	a.audit.write(auditRecord{Action: "register", Scope: "workload:" + reg.ID, Socket: "admin", WorkloadUser: reg.User, Project: reg.Project}, &c.peer, c.user)
 	reply := map[string]string{"id": reg.ID}
 	a.mu.RLock()
 	if w := a.workloads[reg.ID]; w != nil && w.tokenFile != "" {
@@ -844,10 +835,15 @@ func (a *Agent) apiDeleteWorkload(r *http.Request, c *caller) (any, int, error) 
 		return nil, 0, errorf(CodeDenied, "only admins deregister workloads")
 	}
 	id := r.PathValue("id")
+	was := a.workloadNamed(id)
+	if a.endRunByAdmin(id) { // an envlet run: it ends, its CLI is told
+		a.audit.write(was.record(auditRecord{Action: "deregister", Scope: "workload:" + id, Socket: "admin"}), &c.peer, c.user)
+		return nil, http.StatusNoContent, nil
+	}
 	if err := a.deregisterWorkload(r.Context(), id); err != nil {
 		return nil, 0, err
 	}
-	a.audit.write(auditRecord{Action: "deregister", Scope: "workload:" + id, Socket: "admin"}, &c.peer, c.user)
+	a.audit.write(was.record(auditRecord{Action: "deregister", Scope: "workload:" + id, Socket: "admin"}), &c.peer, c.user)
 	return nil, http.StatusNoContent, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/envlet/envlet/agent/internal/metrics"
+	"github.com/envlet/envlet/agent/internal/selfrun"
 	"github.com/envlet/envlet/cache"
 	"github.com/envlet/envlet/fetch"
 )
@@ -72,6 +73,8 @@ type Agent struct {
 	watchers     watchSet
 	platformBufs []*cache.Buf // the platform layer's values
 	liveSettings
+
+	runs *selfrun.Books // self-service runs held (admin_run.go)
 }
 
 // New returns an agent for cfg; Run starts it.
@@ -91,6 +94,7 @@ func New(cfg Config, log hclog.Logger) *Agent {
 		reread:    make(chan struct{}, 1),
 		adminGID:  -1,
 		started:   time.Now(),
+		runs:      selfrun.New(cfg.MaxRunsPerUser),
 	}
 }
 
@@ -205,6 +209,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.notifyStopping,
 		func(ctx context.Context) error { return a.reloadOnHUP(ctx, hup) },
 		serveMetrics,
+		a.runs.Run,
 	}
 	if socks.credentials != nil {
 		parts = append(parts, func(ctx context.Context) error { return a.serveCredentials(ctx, socks.credentials) })

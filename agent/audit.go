@@ -94,6 +94,12 @@ type auditRecord struct {
 	Reason     string            `json:"reason,omitempty"`
 	Request    string            `json:"request,omitempty"` // METHOD PATH of a refused admin request
 	Socket     string            `json:"socket,omitempty"`
+
+	// The workload's user and project, and the groups merged into what it
+	// was served (serve, register, run records): who got what, by project.
+	WorkloadUser string   `json:"workload_user,omitempty"`
+	Project      string   `json:"project,omitempty"`
+	Groups       []string `json:"groups,omitempty"`
 }
 
 // openAudit opens the audit log at path (none when empty) and loads the

@@ -57,6 +57,18 @@ func appendAuditJSON(b []byte, r *auditRecord) []byte {
 	b = appendAuditField(b, `,"reason":`, r.Reason)
 	b = appendAuditField(b, `,"request":`, r.Request)
 	b = appendAuditField(b, `,"socket":`, r.Socket)
+	b = appendAuditField(b, `,"workload_user":`, r.WorkloadUser)
+	b = appendAuditField(b, `,"project":`, r.Project)
+	if len(r.Groups) > 0 {
+		b = append(b, `,"groups":[`...)
+		for i, g := range r.Groups {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendAuditString(b, g)
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}')
 }
 

@@ -44,7 +44,7 @@ func TestAuditJSONMatchesMarshal(t *testing.T) {
 	}
 	for _, s := range oddStrings {
 		records = append(records,
-			auditRecord{Time: s, Action: s, User: s, Scope: s, Name: s, Workload: s, FromSecret: s, HMAC: s, Code: s, Reason: s, Request: s, Socket: s},
+			auditRecord{Time: s, Action: s, User: s, Scope: s, Name: s, Workload: s, WorkloadUser: s, Project: s, Groups: []string{s, "g"}, FromSecret: s, HMAC: s, Code: s, Reason: s, Request: s, Socket: s},
 			auditRecord{Action: "serve", HMACs: map[string]string{s: s, s + "x": "y"}},
 		)
 	}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/envlet/envlet/agent/internal/selfrun"
 )
 
 // DefaultConfigPath is where a production agent reads its config.
@@ -41,6 +43,9 @@ type Config struct {
 	MaxConns       int
 	MaxConnsPerUID int
 	RequestTimeout time.Duration
+	// MaxRunsPerUser bounds the self-service runs (envlet run) one user
+	// holds at once (admin_run.go).
+	MaxRunsPerUser int
 
 	LogJSON  bool
 	LogLevel string
@@ -112,6 +117,7 @@ func baseConfig() Config {
 		EtcdPrefix:        "/envlet/",
 		EtcdTimeout:       5 * time.Second,
 		DevAdminUID:       -1,
+		MaxRunsPerUser:    selfrun.DefaultMaxPerUser,
 	}
 }
 

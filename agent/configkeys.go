@@ -52,6 +52,7 @@ var configKeys = []configKey{
 	key("request_timeout", func(c *Config) *time.Duration { return &c.RequestTimeout }, duration(time.Hour, "1h"), restart, "5s", "one workload request, connect to reply"),
 	key("max_conns_per_uid", func(c *Config) *int { return &c.MaxConnsPerUID }, count, restart, "32", "per socket: a uid's connections before their request is in"),
 	key("max_conns", func(c *Config) *int { return &c.MaxConns }, count, restart, "1024", "per socket: all connections"),
+	key("max_runs_per_user", func(c *Config) *int { return &c.MaxRunsPerUser }, count, restart, "4", "envlet run: a user's runs at once"),
 	key("metrics_listen", func(c *Config) *string { return &c.MetricsListen }, metricsListen, restart, "127.0.0.1:9464", "Prometheus /metrics: loopback or a socket path; off if unset"),
 }
 

@@ -120,6 +120,7 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 		return
 	}
 	wid := w.reg.ID
+	to := a.servedTo(w)
 	val, scope, hmac := a.credentialValue(w, id)
 	rev := a.model.rev
 	if val != nil {
@@ -135,8 +136,8 @@ func (a *Agent) serveCredential(c *net.UnixConn) {
 		a.log.Debug("write credential", "workload", wid, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Scope: scope, Name: id, Workload: wid, Revision: int64(rev),
-		HMACs: map[string]string{id: hmac}, Socket: "credentials"}, &p, a.recordName(p.uid))
+	a.audit.write(to.record(auditRecord{Action: "serve", Scope: scope, Name: id, Workload: wid, Revision: int64(rev),
+		HMACs: map[string]string{id: hmac}, Socket: "credentials"}), &p, a.recordName(p.uid))
 	a.log.Debug("served credential", "workload", wid, "unit", unit, "credential", id, "scope", scope)
 }
 

@@ -51,6 +51,12 @@ const (
 	CodeWatchLimit        = wire.CodeWatchLimit
 )
 
+// Self-service runs and workload updates (admin_run.go, admin_workload.go).
+const (
+	CodeRunLimit          = api.CodeRunLimit
+	CodeWorkloadImmutable = api.CodeWorkloadImmutable
+)
+
 // Error is an error with a stable code (api.Error). Message must never
 // contain a value.
 type Error = api.Error
@@ -78,8 +84,10 @@ func httpStatus(code string) int {
 		return http.StatusForbidden
 	case CodeNotFound, CodeProjectNotFound, CodeWorkloadNotFound, CodeNotFoundGeneric, CodeGroupNotFound:
 		return http.StatusNotFound
-	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists, CodeGroupExists:
+	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists, CodeGroupExists, CodeWorkloadImmutable:
 		return http.StatusConflict
+	case CodeRunLimit:
+		return http.StatusTooManyRequests
 	case CodeUnavailable, CodeBusy, CodeStorageReadOnly, CodeStorageFailed:
 		return http.StatusServiceUnavailable
 	case CodeStorageFull:

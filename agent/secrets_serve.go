@@ -60,6 +60,6 @@ func (a *Agent) serveSecret(c *net.UnixConn, p peer, req wire.Request) {
 		return
 	}
 	a.audit.write(auditRecord{Action: "serve", Scope: scope, Name: req.Name, Workload: id, Revision: int64(rev),
-		HMACs: map[string]string{req.Name: sum}, Socket: "workload"}, &p, a.recordName(p.uid))
+		HMACs: map[string]string{req.Name: sum}, Socket: "workload", WorkloadUser: user, Project: project}, &p, a.recordName(p.uid))
 	a.log.Debug("served secret", "workload", id, "name", req.Name, "scope", scope, "pid", p.pid)
 }

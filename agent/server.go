@@ -259,6 +259,7 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 	envRev := int64(w.envRev)
 	w.noteServed(rev)
 	id := w.reg.ID
+	to := a.servedTo(w)
 	a.mu.RUnlock()
 	defer frame.Free()
 	_, err := c.Write(frame.Bytes())
@@ -268,8 +269,8 @@ func (a *Agent) sendEnv(c *net.UnixConn, p peer, s *slot) {
 		a.log.Debug("write env", "workload", id, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev),
-		hmacsJSON: a.audit.servedJSON(id, envRev, frame.Bytes()), Socket: "workload"}, &p, a.recordName(p.uid))
+	a.audit.write(to.record(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev),
+		hmacsJSON: a.audit.servedJSON(id, envRev, frame.Bytes()), Socket: "workload"}), &p, a.recordName(p.uid))
 	if a.log.IsDebug() {
 		a.log.Debug("served", "workload", id, "revision", rev, "pid", p.pid)
 	}

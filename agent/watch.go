@@ -157,6 +157,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 	rev := a.model.rev
 	envRev := int64(w.envRev)
 	w.noteServed(rev)
+	to := a.servedTo(w)
 	a.mu.RUnlock()
 	// Before the Env frame, so a launcher that has it can count on the slot
 	// being free.
@@ -168,7 +169,7 @@ func (a *Agent) serveWatch(c *net.UnixConn, p peer, req wire.Request, freeSlot f
 		a.log.Debug("write env", "workload", id, "error", err)
 		return
 	}
-	a.audit.write(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), hmacsJSON: hmacs, Socket: "workload"}, &p, a.recordName(p.uid))
+	a.audit.write(to.record(auditRecord{Action: "serve", Scope: "workload:" + id, Workload: id, Revision: int64(rev), hmacsJSON: hmacs, Socket: "workload"}), &p, a.recordName(p.uid))
 	a.log.Debug("watching", "workload", id, "revision", rev, "pid", p.pid)
 
 	c.SetDeadline(time.Time{})

@@ -282,7 +282,7 @@ func (a *agentProc) runAs(uid, gid uint32, stdin string, env []string, name stri
 	shown := r.stdout + r.stderr
 	// A workload's own output and an explicit --reveal hold values by
 	// design; everything else is searched for canaries.
-	if name == bins.exec || contains(args, "--reveal") || contains(args, "--decode") {
+	if name == bins.exec || contains(args, "--reveal") || contains(args, "--decode") || (name == bins.envlet && len(args) > 0 && args[0] == "run") {
 		shown = r.stderr
 	}
 	// The header names the command, not its arguments: a value given on

@@ -35,12 +35,19 @@ type watched struct {
 // startWatch runs envlet-exec with args as uid:uid, against a.
 func startWatch(t *testing.T, a *agentProc, uid uint32, args ...string) *watched {
 	t.Helper()
+	return startProc(t, a, uid, bins.exec, args...)
+}
+
+// startProc runs bin (envlet-exec, or envlet run) with args as uid:uid,
+// against a; its stdout comes line by line to p.lines.
+func startProc(t *testing.T, a *agentProc, uid uint32, bin string, args ...string) *watched {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &watched{cmd: exec.Command(bins.exec, args...), lines: make(chan string, 100), stderr: newLogBuf(), done: make(chan struct{})}
-	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "ENVLET_SOCKET=" + a.workSock}
+	p := &watched{cmd: exec.Command(bin, args...), lines: make(chan string, 100), stderr: newLogBuf(), done: make(chan struct{})}
+	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "ENVLET_SOCKET=" + a.workSock, "ENVLET_ADMIN_SOCKET=" + a.adminSock}
 	p.cmd.Dir = "/"
 	p.cmd.Stdout, p.cmd.Stderr = w, p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
@@ -75,7 +82,7 @@ func startWatch(t *testing.T, a *agentProc, uid uint32, args ...string) *watched
 			p.cmd.Process.Kill()
 			<-p.done
 		}
-		a.record("envlet-exec --watch (uid "+strconv.Itoa(int(uid))+") stderr", p.stderr.String())
+		a.record(filepath.Base(bin)+" (uid "+strconv.Itoa(int(uid))+") stderr", p.stderr.String())
 	})
 	return p
 }

@@ -32,6 +32,14 @@ const (
 	CodeStorageReadOnly  = "STORAGE_READ_ONLY"  // 503: that disk is read-only
 	CodeStorageFailed    = "STORAGE_FAILED"     // 503: another I/O error there
 
+	// CodeRunLimit (429): the caller already holds as many `envlet run`
+	// registrations as max_runs_per_user allows.
+	CodeRunLimit = "RUN_LIMIT_EXCEEDED"
+	// CodeWorkloadImmutable (409): an update (PUT /v1/workloads/{id})
+	// changes a field only a new registration may set: id, user, project
+	// or match.
+	CodeWorkloadImmutable = "WORKLOAD_FIELD_IMMUTABLE"
+
 	// CodeTooManyConnections (503) refuses a connection before any request
 	// is read: the caller's uid or the socket holds as many as allowed.
 	CodeTooManyConnections = wire.CodeTooManyConnections

@@ -206,3 +206,67 @@ type Explained struct {
 	Layer     string   `json:"layer"`
 	Overrides []string `json:"overrides"`
 }
+
+// RunRequest is the body of POST /v1/runs (envlet run): a short-lived
+// registration for the caller's own uid, user and a project they are a
+// member of. Execution is the execution layer (an empty value clears the
+// name). The registration lasts as long as the connection that asked for it.
+type RunRequest struct {
+	Project   string            `json:"project"`
+	Execution map[string]string `json:"execution,omitempty"`
+}
+
+// RunStarted is the first line of POST /v1/runs's reply (a stream of JSON
+// lines): the registration the agent made for the run. The program is
+// launched with TokenFile on the workload socket Socket.
+type RunStarted struct {
+	ID        string `json:"id"`
+	User      string `json:"user"`
+	Project   string `json:"project"`
+	UID       uint32 `json:"uid"`
+	TokenFile string `json:"token_file"`
+	Socket    string `json:"socket"`
+}
+
+// RunEnded is the last line of POST /v1/runs's reply, written once the
+// registration is gone: after the client closed its side of the
+// connection, or when the agent stops.
+type RunEnded struct {
+	ID    string `json:"id"`
+	Ended bool   `json:"ended"`
+}
+
+// AuditRecord is one line of the audit log as GET /v1/audit returns it.
+// Only the fields a record has are set. Readers that are not admins get
+// records without HMAC and HMACs: two equal HMACs say two values are
+// equal, which a project owner must not learn of a member's own values.
+type AuditRecord struct {
+	Time         string            `json:"time"`
+	Action       string            `json:"action"`
+	UID          *int64            `json:"uid,omitempty"`
+	User         string            `json:"user,omitempty"`
+	PID          int32             `json:"pid,omitempty"`
+	Scope        string            `json:"scope,omitempty"`
+	Name         string            `json:"name,omitempty"`
+	Workload     string            `json:"workload,omitempty"`
+	WorkloadUser string            `json:"workload_user,omitempty"`
+	Project      string            `json:"project,omitempty"`
+	Groups       []string          `json:"groups,omitempty"`
+	Revision     int64             `json:"revision,omitempty"`
+	FromSecret   string            `json:"from_secret,omitempty"`
+	HMAC         string            `json:"hmac,omitempty"`
+	HMACs        map[string]string `json:"hmacs,omitempty"`
+	Code         string            `json:"code,omitempty"`
+	Reason       string            `json:"reason,omitempty"`
+	Request      string            `json:"request,omitempty"`
+	Socket       string            `json:"socket,omitempty"`
+}
+
+// AuditList is the reply of GET /v1/audit: the matching records, oldest
+// first, at most the limit asked for (the newest ones when more match;
+// Truncated says so), and the files read, oldest first.
+type AuditList struct {
+	Records   []AuditRecord `json:"records"`
+	Truncated bool          `json:"truncated"`
+	Files     []string      `json:"files"`
+}

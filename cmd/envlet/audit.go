@@ -51,6 +51,6 @@ Admins only; the agent audits the request (without the value).`,
 	}
 	hmacCmd.Flags().BoolVar(&valueStdin, "value-stdin", false, "read the value from stdin (one trailing newline is dropped)")
 	hmacCmd.Flags().StringVar(&file, "file", "", "take the bytes of file `PATH` (- for stdin), base64-encoded as a file secret stores them")
-	cmd.AddCommand(hmacCmd)
+	cmd.AddCommand(hmacCmd, a.auditListCmd())
 	return cmd
 }

@@ -688,8 +688,8 @@ func TestUsageErrors(t *testing.T) {
 		args   []string
 		errOut string
 	}{
-		{nil, "envlet: USAGE: missing command, one of: audit, completion, env, explain, group, project, secret, status, ui, whoami, workload\n"},
-		{[]string{"evn"}, "envlet: USAGE: unknown command \"evn\"; did you mean env? (one of: audit, completion, env, explain, group, project, secret, status, ui, whoami, workload)\n"},
+		{nil, "envlet: USAGE: missing command, one of: audit, completion, env, explain, group, project, run, secret, status, ui, whoami, workload\n"},
+		{[]string{"evn"}, "envlet: USAGE: unknown command \"evn\"; did you mean env or run? (one of: audit, completion, env, explain, group, project, run, secret, status, ui, whoami, workload)\n"},
 		{[]string{"completion", "nushell"}, "envlet: USAGE: completion: unknown command \"nushell\" (one of: bash, fish, powershell, zsh)\n"},
 		{[]string{"--nope"}, "envlet: USAGE: unknown flag: --nope\n"},
 		{[]string{"status", "--socket"}, "envlet: USAGE: status: flag needs an argument: --socket\n"},

@@ -11,7 +11,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	launchIfAsked() // envlet run's launcher (run.go)
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
 
 // run executes one command line and returns the exit code: 0 done, 1 the
 // command failed (agent error, agent unreachable, local I/O), 2 bad usage.
@@ -33,6 +36,10 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	var status exitStatus
+	if errors.As(err, &status) {
+		return int(status) // envlet run: CMD's own status, its own messages
 	}
 	var ae *apiError
 	if !errors.As(err, &ae) {
@@ -87,7 +94,7 @@ agent degraded. Shell completion: envlet completion bash|zsh|fish.`
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
 		"{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.AddCommand(a.envCmd(), a.projectCmd(), a.groupCmd(), a.secretCmd(), a.workloadCmd(), a.explainCmd(),
-		a.statusCmd(), a.whoamiCmd(), a.auditCmd(), a.uiCmd())
+		a.statusCmd(), a.whoamiCmd(), a.auditCmd(), a.uiCmd(), a.runCmd())
 	a.addCompletion(root) // completion.go
 	return root
 }

@@ -73,7 +73,7 @@ as is to the agent, the same document as in workloads.d/*.json.`,
 		Args:  nArgs(1, 1),
 	}, http.MethodDelete, func(args []string) (string, error) { return apiPath("/v1/workloads/%s", "ID", args[0]) }, nil)
 
-	cmd.AddCommand(register, list, del)
+	cmd.AddCommand(register, list, del, a.workloadUpdateCmd())
 	return cmd
 }
 
