@@ -218,7 +218,7 @@ printf '%s\n' "${COMPREPLY[@]}"
 		line string
 		want []string
 	}{
-		{"envlet ", []string{"audit", "completion", "env", "explain", "group", "help", "project", "secret", "status", "ui", "whoami", "workload"}},
+		{"envlet ", []string{"audit", "completion", "env", "explain", "group", "help", "project", "run", "secret", "status", "ui", "whoami", "workload"}},
 		{"envlet st", []string{"status"}},
 		{"envlet status --", []string{"--help", "--json", "--socket"}},
 		{"envlet env get ", []string{"API_TOKEN", "APP_MODE"}},
