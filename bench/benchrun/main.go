@@ -22,7 +22,7 @@ import (
 )
 
 // sections, in the order they run and appear.
-var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register"}
+var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register", "adminwrite"}
 
 type options struct {
 	out          string
@@ -134,6 +134,8 @@ func run(args []string) int {
 			err = r.start()
 		case "register":
 			err = r.register()
+		case "adminwrite":
+			err = r.adminwrite()
 		}
 		if err != nil {
 			logf("%s failed: %v", s, err)
