@@ -25,26 +25,29 @@ import (
 var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register", "adminwrite"}
 
 // extraSections run only when named in -only: they take longer (make bench-etcd-org).
-var extraSections = []string{"etcdorg"}
+var extraSections = []string{"etcdorg", "etcdfleet"}
 
 type options struct {
-	out          string
-	bin          string // envletd, envlet, envlet-exec
-	benchBin     string // barelauncher, floorserver
-	cache        string // heavy peers: sops, dotenvx; age and direnv come from Debian
-	only         map[string]bool
-	loadDur      time.Duration
-	fastRuns     int
-	slowRuns     int
-	fanReps      int
-	mountTimeout time.Duration
-	startReps    int
-	regMax       int
-	regBudget    time.Duration
-	orgScale     float64
-	goBench      string // file holding `go test -bench` output to include
-	keep         bool
-	repo         string
+	out            string
+	bin            string // envletd, envlet, envlet-exec
+	benchBin       string // barelauncher, floorserver
+	cache          string // heavy peers: sops, dotenvx; age and direnv come from Debian
+	only           map[string]bool
+	loadDur        time.Duration
+	fastRuns       int
+	slowRuns       int
+	fanReps        int
+	mountTimeout   time.Duration
+	startReps      int
+	regMax         int
+	regBudget      time.Duration
+	orgScale       float64
+	fleetAgents    int
+	fleetWorkloads int
+	fleetReps      int
+	goBench        string // file holding `go test -bench` output to include
+	keep           bool
+	repo           string
 }
 
 func main() {
@@ -80,6 +83,9 @@ func run(args []string) int {
 	fs.IntVar(&o.regMax, "register-max", 1500, "workloads registered through the API at most")
 	fs.DurationVar(&o.regBudget, "register-budget", 30*time.Second, "time allowed for API registration")
 	fs.Float64Var(&o.orgScale, "org-scale", 1, "etcdorg: fraction of the organization of issue 18 (1: about 700,000 records)")
+	fs.IntVar(&o.fleetAgents, "fleet-agents", 16, "etcdfleet: agents on the etcd cluster")
+	fs.IntVar(&o.fleetWorkloads, "fleet-workloads", 1000, "etcdfleet: workloads per agent")
+	fs.IntVar(&o.fleetReps, "fleet-reps", 100, "etcdfleet: changes timed")
 	fs.StringVar(&o.goBench, "go-bench", "", "file with `go test -bench` output to include")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directories")
 	if err := fs.Parse(args); err != nil {
@@ -143,6 +149,8 @@ func run(args []string) int {
 			err = r.adminwrite()
 		case "etcdorg":
 			err = r.etcdorg()
+		case "etcdfleet":
+			err = r.etcdfleet()
 		}
 		if err != nil {
 			logf("%s failed: %v", s, err)
