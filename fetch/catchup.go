@@ -8,16 +8,16 @@ import (
 // changesSource is a remote that can say what changed after a revision
 // (Etcd.ChangesSince), so a restarted agent need not read the whole store.
 type changesSource interface {
-	ChangesSince(ctx context.Context, after Revision, held func(key string) bool, heldCount int) ([]Batch, Revision, error)
+	ChangesSince(ctx context.Context, after Revision) ([]Batch, Revision, error)
 }
 
 // catchUp serves the first Snapshot of this process from the snapshot file
 // plus what changed in the remote since the file's revision, when the
-// remote can say (Etcd.ChangesSince: no record the file holds was deleted
-// since): the same data a whole read would give, for the cost of the
-// records written since. It reports false, and
+// remote can say (Etcd.ChangesSince: etcd still holds its history since the
+// file's revision): the same data a whole read would give, for the cost of
+// the writes since. It reports false, and
 // changes nothing, when there is no usable file, the remote cannot say
-// (a delete since, unavailable), or this is not the first read:
+// (compacted past the file, unavailable), or this is not the first read:
 // the caller reads the whole prefix then.
 func (m *Mirror) catchUp(ctx context.Context) (Snapshot, bool) {
 	src, ok := m.inner.(changesSource)
@@ -35,7 +35,7 @@ func (m *Mirror) catchUp(ctx context.Context) (Snapshot, bool) {
 		return Snapshot{}, false
 	}
 	start := time.Now()
-	batches, rev, err := src.ChangesSince(ctx, fs.rev, func(key string) bool { _, ok := fs.get(key); return ok }, fs.n)
+	batches, rev, err := src.ChangesSince(ctx, fs.rev)
 	if err != nil {
 		return Snapshot{}, false
 	}
