@@ -4,7 +4,7 @@ BIN     ?= bin
 # The launcher is built static and stripped: it is copied into images.
 LAUNCHER_FLAGS = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: screenshots all build man demo test test-etcd test-python test-short bench bench-etcd bench-flood lint fuzz clean deb container-context
+.PHONY: screenshots all build man demo test test-etcd test-python test-short bench bench-etcd bench-etcd-org bench-etcd-fleet bench-flood lint fuzz clean deb container-context
 
 all: build
 
@@ -82,6 +82,17 @@ bench-etcd: build
 
 # GetEnv requests/s served to well-behaved workloads while 256 misbehaving
 # connections are held open (as root; bench/flood).
+# A whole organization (~700,000 records) in a real etcd, one agent on it
+# (issue 18 goal 5; as root; several minutes): BENCHMARKS.tmp.
+# Smaller: make bench-etcd-org BENCHFLAGS='-org-scale 0.1'.
+bench-etcd-org: build
+	./scripts/bench.sh -only etcdorg $(BENCHFLAGS)
+
+# 16 agents × 1,000 workloads on a 3-member etcd cluster (issue 18 goal 6;
+# as root): BENCHMARKS.tmp. Smaller: BENCHFLAGS='-fleet-agents 4 -fleet-workloads 200'.
+bench-etcd-fleet: build
+	./scripts/bench.sh -only etcdfleet $(BENCHFLAGS)
+
 bench-flood: build
 	$(GO) build -o $(BIN)/bench/flood ./bench/flood
 	$(BIN)/bench/flood -bin $(BIN)

@@ -58,7 +58,7 @@ type Agent struct {
 	rs        resolveState   // interned names, digest seed, merge scratch (resolve.go)
 	revWait   chan struct{}  // closed and replaced each time model.rev moves
 
-	writeMu  sync.Mutex // one admin write at a time: read, check, commit, wait
+	writeMu  sync.Mutex // one admin write at a time after a conflict (ops.go): read, check, commit, wait
 	adminGID int        // gid of cfg.AdminGroup, -1 if there is none
 	names    sync.Map   // uid -> user name
 

@@ -18,9 +18,19 @@ const commitTries = 5
 
 // commit runs build until its transaction commits. build returns the
 // transaction, or an *Error to refuse the change.
+//
+// Writers first try at once, without writeMu, so the local store can write
+// them as one group (one fdatasync for all); each transaction's conditions
+// keep them correct, as they do between agents on a shared backend. After
+// a conflict the retries hold writeMu, so writers that collide go one at a
+// time.
 func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, error)) (fetch.Revision, error) {
-	a.writeMu.Lock()
-	defer a.writeMu.Unlock()
+	locked := false
+	defer func() {
+		if locked {
+			a.writeMu.Unlock()
+		}
+	}()
 	for try := 0; ; try++ {
 		a.mu.RLock()
 		txn, err := build(a.model)
@@ -34,6 +44,10 @@ func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, err
 		}
 		rev, err := a.commitAudited(ctx, txn, try == 0) // audit.go: fails closed on the audit log
 		if errors.Is(err, fetch.ErrConflict) && try < commitTries {
+			if !locked {
+				a.writeMu.Lock()
+				locked = true
+			}
 			// Wait for the model to move past what we read, then rebuild.
 			if werr := a.waitRev(ctx, seen+1); werr != nil {
 				return 0, werr

@@ -52,9 +52,13 @@ type Local struct {
 	lock *os.File // holds the flock while open
 	dirf *os.File // the directory, for fsync after rename
 
-	// sem admits one Commit (or Compact) at a time (a channel, so waiting
-	// honours ctx). It guards the log fields below.
+	// sem admits one writer (a Commit writing its group, or Compact) at a
+	// time (a channel, so waiting honours ctx). It guards the log fields
+	// below.
 	sem chan struct{}
+	// qmu guards queue: the Commits waiting to be written (group commit).
+	qmu   sync.Mutex
+	queue []*pendingCommit
 
 	log        *os.File // DIR/state.log, O_APPEND; nil until the first commit creates it
 	logSize    int64    // bytes of log known good: header and whole records
@@ -64,6 +68,7 @@ type Local struct {
 	compactAt  int64    // after a failed compaction: the log size to try again at
 	recovery   Recovery
 	hook       func(point string) // tests: called at each step of a write (crash_test.go)
+	groupLen   int                // tests: records in the group being written
 
 	mu       sync.Mutex // guards the fields below
 	st       *state     // immutable once published
@@ -306,57 +311,161 @@ func (l *Local) Snapshot(ctx context.Context) (Snapshot, error) {
 //     error, nothing written.
 //   - the store is closed: an error that errors.Is ErrUnavailable.
 //
+// Group commit: Commits that arrive while a write is on its way to disk
+// wait together, and the next of them to run writes them all, in the order
+// they arrived, each as its own record with its own revision (applied and
+// checked as if one after the other), with one write and one fdatasync for
+// the group. Each is acknowledged only once that fdatasync returns; if the
+// write fails, every Commit of the group fails.
+//
 // Commit copies the values; the caller may reuse txn afterwards.
 func (l *Local) Commit(ctx context.Context, txn Txn) (Revision, error) {
 	if err := validateOps(txn.Ops); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
+	req := &pendingCommit{ctx: ctx, txn: txn, done: make(chan commitResult, 1)}
+	l.qmu.Lock()
+	l.queue = append(l.queue, req)
+	l.qmu.Unlock()
 	select {
 	case l.sem <- struct{}{}:
+	case r := <-req.done:
+		return r.rev, r.err
 	case <-ctx.Done():
-		return 0, fmt.Errorf("commit: %w", ctx.Err())
+		if l.unqueue(req) {
+			return 0, fmt.Errorf("commit: %w", ctx.Err())
+		}
+		r := <-req.done // a group took it: it is being written
+		return r.rev, r.err
 	}
-	defer func() { <-l.sem }()
+	// This Commit writes the group waiting now, its own among them unless
+	// an earlier group took it.
+	l.qmu.Lock()
+	group := l.queue
+	l.queue = nil
+	l.qmu.Unlock()
+	if len(group) > 0 {
+		l.commitGroup(group)
+	}
+	<-l.sem
+	r := <-req.done
+	return r.rev, r.err
+}
+
+// pendingCommit is a Commit waiting for its group to be written.
+type pendingCommit struct {
+	ctx  context.Context
+	txn  Txn
+	done chan commitResult // buffered: the writer never waits for the Commit
+}
+
+type commitResult struct {
+	rev Revision
+	err error
+}
+
+// unqueue removes req from the queue if no group has taken it yet.
+func (l *Local) unqueue(req *pendingCommit) bool {
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	for i, q := range l.queue {
+		if q == req {
+			l.queue = append(l.queue[:i], l.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// commitGroup writes group (in order) as one append and one fdatasync, and
+// answers each Commit in it. The caller holds sem.
+func (l *Local) commitGroup(group []*pendingCommit) {
 	l.mu.Lock()
 	cur, closed := l.st, l.closed
 	l.mu.Unlock()
 	if closed {
-		return 0, fmt.Errorf("commit: %w", errClosed)
+		for _, req := range group {
+			req.done <- commitResult{err: fmt.Errorf("commit: %w", errClosed)}
+		}
+		return
 	}
+	next := cur
+	var recs []byte
+	var batches []Batch
+	var written []*pendingCommit // answered once the group is durable
+	var revs []Revision
+	for _, req := range group {
+		rev, events, err := next.check(req.ctx, req.txn)
+		if err != nil {
+			req.done <- commitResult{err: fmt.Errorf("commit: %w", err)}
+			continue
+		}
+		if len(events) > 0 {
+			rec, err := frameRecord(l.keys, encodeLogBody(nil, rev, events))
+			if err != nil {
+				req.done <- commitResult{err: fmt.Errorf("commit: %w", err)}
+				continue
+			}
+			recs = append(recs, rec...)
+			next = next.with(rev, events)
+			batches = append(batches, Batch{Rev: rev, Events: events})
+		}
+		// A Commit that changes nothing still waits for the group: the
+		// revision it saw must be durable before it is reported.
+		written = append(written, req)
+		revs = append(revs, rev)
+	}
+	l.groupLen = len(batches)
+	if len(batches) > 0 {
+		if err := l.persist(next, recs); err != nil {
+			for _, req := range written {
+				req.done <- commitResult{err: fmt.Errorf("commit: %w", err)}
+			}
+			return
+		}
+		l.mu.Lock()
+		l.st = next
+		for _, b := range batches {
+			l.ring = append(l.ring, b)
+			if len(l.ring) > l.ringMax {
+				l.ring[0] = Batch{}
+				l.ring = l.ring[1:]
+			}
+			for w := range l.watchers {
+				w.push(b)
+			}
+		}
+		l.mu.Unlock()
+	}
+	for i, req := range written {
+		req.done <- commitResult{rev: revs[i]}
+	}
+	if len(batches) > 0 {
+		l.maybeCompact(next)
+	}
+}
+
+// check evaluates txn against s: the revision it commits at (s.rev if it
+// changes nothing) and its events, or the error that refuses it (a Cond
+// that does not hold, ctx ended).
+func (s *state) check(ctx context.Context, txn Txn) (Revision, []Event, error) {
 	for _, c := range txn.Conds {
-		kv, ok := cur.get(c.Key)
+		kv, ok := s.get(c.Key)
 		if c.ModRev == 0 && ok {
-			return 0, fmt.Errorf("commit: %s exists: %w", c.Key, ErrConflict)
+			return 0, nil, fmt.Errorf("%s exists: %w", c.Key, ErrConflict)
 		}
 		if c.ModRev != 0 && (!ok || kv.ModRev != c.ModRev) {
-			return 0, fmt.Errorf("commit: %s is not at revision %d: %w", c.Key, c.ModRev, ErrConflict)
+			return 0, nil, fmt.Errorf("%s is not at revision %d: %w", c.Key, c.ModRev, ErrConflict)
 		}
 	}
-	events := cur.changes(txn.Ops, cur.rev+1)
+	events := s.changes(txn.Ops, s.rev+1)
 	if len(events) == 0 {
-		return cur.rev, nil
+		return s.rev, nil, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
+		return 0, nil, err
 	}
-	next := cur.with(cur.rev+1, events)
-	if err := l.persist(next, events); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
-	}
-	b := Batch{Rev: next.rev, Events: events}
-	l.mu.Lock()
-	l.st = next
-	l.ring = append(l.ring, b)
-	if len(l.ring) > l.ringMax {
-		l.ring[0] = Batch{}
-		l.ring = l.ring[1:]
-	}
-	for w := range l.watchers {
-		w.push(b)
-	}
-	l.mu.Unlock()
-	l.maybeCompact(next)
-	return next.rev, nil
+	return s.rev + 1, events, nil
 }
 
 func validateOps(ops []Op) error {

@@ -330,10 +330,11 @@ func (l *Local) openLog(st *state) (*state, error) {
 	return st, nil
 }
 
-// persist makes the batch that turns the current state into next durable:
-// one record appended to the log; or, when the log failed before, the whole
-// state written to a new state file and a new log started.
-func (l *Local) persist(next *state, events []Event) error {
+// persist makes the batches that turn the current state into next durable:
+// their records (recs, framed) appended to the log with one fdatasync; or,
+// when the log failed before, the whole state written to a new state file
+// and a new log started.
+func (l *Local) persist(next *state, recs []byte) error {
 	if l.logBroken {
 		if err := l.writeState(next); err != nil {
 			return fmt.Errorf("write state: %w", err)
@@ -346,12 +347,8 @@ func (l *Local) persist(next *state, events []Event) error {
 			return fmt.Errorf("create log: %w", err)
 		}
 	}
-	rec, err := frameRecord(l.keys, encodeLogBody(nil, next.rev, events))
-	if err != nil {
-		return err
-	}
 	off := l.logSize
-	_, err = l.log.WriteAt(rec, off)
+	_, err := l.log.WriteAt(recs, off)
 	if err == nil {
 		l.at("append-written")
 		if err = unix.Fdatasync(int(l.log.Fd())); err != nil {
@@ -367,7 +364,7 @@ func (l *Local) persist(next *state, events []Event) error {
 		}
 		return fmt.Errorf("append to log: %w", err)
 	}
-	l.logSize = off + int64(len(rec))
+	l.logSize = off + int64(len(recs))
 	l.at("append-synced")
 	return nil
 }

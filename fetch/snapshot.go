@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,6 +60,11 @@ type Mirror struct {
 	}
 	saveErr   error
 	lastSaved time.Time
+
+	// fullReads and catchUps count the remote reads of this mirror: whole
+	// reads of the prefix, and starts made current from the file plus
+	// what changed since (catchup.go).
+	fullReads, catchUps atomic.Int64
 
 	saveInterval time.Duration
 	done         chan struct{}
@@ -138,7 +144,11 @@ func (m *Mirror) Snapshot(ctx context.Context) (Snapshot, error) {
 	}
 	m.mu.Unlock()
 	start := time.Now()
+	if s, ok := m.catchUp(ctx); ok {
+		return s, nil
+	}
 	s, err := m.inner.Snapshot(ctx)
+	m.fullReads.Add(1)
 	if err == nil {
 		m.mu.Lock()
 		m.replace(s, start)

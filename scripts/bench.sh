@@ -52,7 +52,7 @@ fi
 # The harnesses. (make bench has built bin/ already; a direct run builds it too.)
 [ -x bin/envletd ] && [ -x bin/envlet ] && [ -x bin/envlet-exec ] || make -s build
 mkdir -p bin/bench
-go build -o bin/bench/ ./bench/benchrun ./bench/floorserver
+go build -o bin/bench/ ./bench/benchrun ./bench/floorserver ./bench/syncfloor
 # envletd with Go profiles, for the memory section's heap profile; optional.
 go build -o bin/bench/ ./bench/agentprof || { log "bench/agentprof did not build: no heap profile"; rm -f bin/bench/agentprof; }
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/bench/barelauncher ./bench/barelauncher

@@ -22,25 +22,32 @@ import (
 )
 
 // sections, in the order they run and appear.
-var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register"}
+var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register", "adminwrite"}
+
+// extraSections run only when named in -only: they take longer (make bench-etcd-org).
+var extraSections = []string{"etcdorg", "etcdfleet"}
 
 type options struct {
-	out          string
-	bin          string // envletd, envlet, envlet-exec
-	benchBin     string // barelauncher, floorserver
-	cache        string // heavy peers: sops, dotenvx; age and direnv come from Debian
-	only         map[string]bool
-	loadDur      time.Duration
-	fastRuns     int
-	slowRuns     int
-	fanReps      int
-	mountTimeout time.Duration
-	startReps    int
-	regMax       int
-	regBudget    time.Duration
-	goBench      string // file holding `go test -bench` output to include
-	keep         bool
-	repo         string
+	out            string
+	bin            string // envletd, envlet, envlet-exec
+	benchBin       string // barelauncher, floorserver
+	cache          string // heavy peers: sops, dotenvx; age and direnv come from Debian
+	only           map[string]bool
+	loadDur        time.Duration
+	fastRuns       int
+	slowRuns       int
+	fanReps        int
+	mountTimeout   time.Duration
+	startReps      int
+	regMax         int
+	regBudget      time.Duration
+	orgScale       float64
+	fleetAgents    int
+	fleetWorkloads int
+	fleetReps      int
+	goBench        string // file holding `go test -bench` output to include
+	keep           bool
+	repo           string
 }
 
 func main() {
@@ -75,6 +82,10 @@ func run(args []string) int {
 	fs.IntVar(&o.startReps, "start-reps", 3, "starts timed per store size")
 	fs.IntVar(&o.regMax, "register-max", 1500, "workloads registered through the API at most")
 	fs.DurationVar(&o.regBudget, "register-budget", 30*time.Second, "time allowed for API registration")
+	fs.Float64Var(&o.orgScale, "org-scale", 1, "etcdorg: fraction of the organization of issue 18 (1: about 700,000 records)")
+	fs.IntVar(&o.fleetAgents, "fleet-agents", 16, "etcdfleet: agents on the etcd cluster")
+	fs.IntVar(&o.fleetWorkloads, "fleet-workloads", 1000, "etcdfleet: workloads per agent")
+	fs.IntVar(&o.fleetReps, "fleet-reps", 100, "etcdfleet: changes timed")
 	fs.StringVar(&o.goBench, "go-bench", "", "file with `go test -bench` output to include")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directories")
 	if err := fs.Parse(args); err != nil {
@@ -87,7 +98,7 @@ func run(args []string) int {
 		}
 	}
 	for s := range o.only {
-		if !contains(allSections, s) {
+		if !contains(allSections, s) && !contains(extraSections, s) {
 			fmt.Fprintf(os.Stderr, "benchrun: unknown section %q (want %s)\n", s, strings.Join(allSections, ","))
 			return 2
 		}
@@ -112,8 +123,8 @@ func run(args []string) int {
 	defer r.close()
 	began := time.Now()
 	r.rep.machine = machineInfo(o.repo)
-	for _, s := range allSections {
-		if len(o.only) > 0 && !o.only[s] {
+	for _, s := range append(allSections, extraSections...) {
+		if contains(extraSections, s) && !o.only[s] || len(o.only) > 0 && !o.only[s] {
 			continue
 		}
 		t := time.Now()
@@ -134,6 +145,12 @@ func run(args []string) int {
 			err = r.start()
 		case "register":
 			err = r.register()
+		case "adminwrite":
+			err = r.adminwrite()
+		case "etcdorg":
+			err = r.etcdorg()
+		case "etcdfleet":
+			err = r.etcdfleet()
 		}
 		if err != nil {
 			logf("%s failed: %v", s, err)
