@@ -330,7 +330,7 @@ func TestFaultAuditLogFull(t *testing.T) {
 		served(t, a, uid, map[string]string{"K": last})
 	}
 	var st map[string]any
-	json.Unmarshal([]byte(a.cli("status", "--json")), &st)
+	st = a.statusMap()
 	if lost, _ := st["audit_lost_records"].(float64); lost < 3 || st["audit_error"] == nil {
 		t.Fatalf("status does not show the failing audit log: %v", st)
 	}
@@ -539,7 +539,7 @@ func TestFaultStateDirFullEtcd(t *testing.T) {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			var st map[string]any
-			json.Unmarshal([]byte(a.cli("status", "--json")), &st)
+			st = a.statusMap()
 			if _, has := st["snapshot_error"]; has == want {
 				return
 			}

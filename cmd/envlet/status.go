@@ -21,8 +21,9 @@ func (a *app) statusCmd() *cobra.Command {
 Exit status: 0 the agent is healthy; 1 it cannot be reached or answered an
 error; 2 bad usage; 3 it answered but is degraded: the backend is not
 connected (the values served may be stale), records are sealed with a key
-this node's key ring lacks, the backend snapshot cannot be written, or
-values are not locked in memory (they may reach swap). The status is
+this node's key ring lacks, the backend snapshot cannot be written, the
+audit log cannot be written (admin changes are refused), or values are not
+locked in memory (they may reach swap). The status is
 printed all the same; the reasons follow on stderr as
 "envlet: DEGRADED: reason; reason".`
 	return cmd
@@ -80,6 +81,7 @@ func degraded(raw []byte) []string {
 		MemoryLocked  *bool   `json:"memory_locked"`
 		MissingKeys   *string `json:"missing_keys"`
 		SnapshotError *string `json:"snapshot_error"`
+		AuditError    *string `json:"audit_error"`
 	}
 	if json.Unmarshal(raw, &st) != nil {
 		return []string{"the status reply cannot be read"}
@@ -97,6 +99,9 @@ func degraded(raw []byte) []string {
 	}
 	if st.SnapshotError != nil && *st.SnapshotError != "" {
 		why = append(why, "the backend snapshot cannot be written")
+	}
+	if st.AuditError != nil && *st.AuditError != "" {
+		why = append(why, "the audit log cannot be written (admin changes are refused)")
 	}
 	if st.MemoryLocked != nil && !*st.MemoryLocked {
 		why = append(why, "values not locked in memory (mlock failed)")

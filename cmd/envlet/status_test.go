@@ -25,6 +25,9 @@ func TestStatusDegraded(t *testing.T) {
 			"records sealed with keys this node lacks: k2,k3", 3},
 		{"SnapshotError", `{"backend":"etcd","connected":true,"snapshot_error":"open /x: read-only file system"}`,
 			"the backend snapshot cannot be written", 3},
+		{"AuditError", `{"backend":"local","connected":true,"audit_error":"write /var/log/envlet/audit.log: no space left on device","audit_lost_records":3}`,
+			"the audit log cannot be written (admin changes are refused)", 3},
+		{"AuditRecovered", `{"backend":"local","connected":true,"audit_lost_records":3}`, "", 0},
 		{"Both", `{"backend":"etcd","connected":false,"stale_seconds":5,"memory_locked":false}`,
 			"backend not connected, data stale for 5 s; values not locked in memory (mlock failed)", 3},
 	} {
