@@ -351,7 +351,7 @@ func (s *Server) showAudit(w http.ResponseWriter, r *http.Request, hmac string) 
 		d.Refused = errText(qerr)
 		var ae *api.Error
 		if errors.As(qerr, &ae) && ae.Code == api.CodeDenied {
-			d.Refused = "The agent refused: only admins, and project owners for their projects, read audit records. (" + d.Refused + ")"
+			d.Refused = "The agent refused: " + d.Refused
 		}
 	} else {
 		d.Asked = true
