@@ -54,7 +54,7 @@ test-python: build
 # tests' headless Chromium (as root), into docs/screenshots/.
 screenshots:
 	mkdir -p docs/screenshots
-	ENVLET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestConsole$$' ./e2e/
+	ENVLET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestConsole(Audit)?$$' ./e2e/
 
 
 # Without the slow tests (builds of the binaries, long runs): -short.

@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -177,7 +178,7 @@ func TestPreviewHidesMaskedOverrides(t *testing.T) {
 		{Name: "DB_PASSWORD", Value: api.MaskText, Masked: true, Layer: "group:base"},
 		{Name: "REGION", Value: "eu", Layer: "group:base"},
 	}
-	rows, reg := preview(who, "fraud", explained, map[string]string{
+	rows, reg, runLine := preview(who, "fraud", explained, map[string]string{
 		"DB_PASSWORD": "canary-preview-1", "REGION": "us", "API_TOKEN_X": "canary-preview-2", "RUN": "",
 	})
 	for _, r := range rows {
@@ -185,8 +186,11 @@ func TestPreviewHidesMaskedOverrides(t *testing.T) {
 			t.Errorf("row %s shows %q", r.Name, r.Value)
 		}
 	}
-	if strings.Contains(reg, "canary") {
-		t.Errorf("registration holds a masked override:\n%s", reg)
+	if strings.Contains(reg, "canary") || strings.Contains(runLine, "canary") {
+		t.Errorf("registration or run line holds a masked override:\n%s\n%s", reg, runLine)
+	}
+	if want := `envlet run --project fraud -e 'API_TOKEN_X=<API_TOKEN_X>' -e 'DB_PASSWORD=<DB_PASSWORD>' -e REGION=us -e RUN= -- CMD`; runLine != want {
+		t.Errorf("run line\n%s\nwant\n%s", runLine, want)
 	}
 	for _, want := range []string{`"REGION": "us"`, `"DB_PASSWORD": "<DB_PASSWORD>"`, `"API_TOKEN_X": "<API_TOKEN_X>"`, `"RUN": ""`, `"uid": 1001`} {
 		if !strings.Contains(reg, want) {
@@ -195,5 +199,51 @@ func TestPreviewHidesMaskedOverrides(t *testing.T) {
 	}
 	if rows[len(rows)-1].Name != "RUN" || !rows[len(rows)-1].Cleared {
 		t.Errorf("an empty override clears: %+v", rows[len(rows)-1])
+	}
+}
+
+// TestPreviewLeftOut: a layer's variable that is not served shows as its
+// own row with the reason and no value, takes no override, and keeps its
+// place before the name's winner; a reference's secret scope is kept
+// until an override replaces the value.
+func TestPreviewLeftOut(t *testing.T) {
+	who := &api.Whoami{User: "alice", UID: 1001}
+	explained := []api.Explained{
+		{Name: "STOLEN", Layer: "project", LeftOut: "a project variable reaches only project p's secrets"},
+		{Name: "STOLEN", Value: api.MaskText, Masked: true, Layer: "account", SecretScope: "secret:user:alice"},
+		{Name: "ONLY_LEFT", Value: "canary-leftout-1", Layer: "group:g", LeftOut: "protected name"},
+		{Name: "FROM_SHARED", Value: api.MaskText, Masked: true, Layer: "project", SecretScope: "secret:project:p"},
+	}
+	rows, reg, runLine := preview(who, "p", explained, map[string]string{"STOLEN": "x", "ONLY_LEFT": "y"})
+	var got []string
+	for _, r := range rows {
+		got = append(got, fmt.Sprintf("%s/%s/%v/%q/%s", r.Name, r.Layer, r.LeftOut != "", r.Value, r.SecretScope))
+		if strings.Contains(r.Value, "canary") {
+			t.Errorf("row %s shows a value", r.Name)
+		}
+	}
+	want := []string{
+		`FROM_SHARED/project/false/"********"/secret:project:p`,
+		`ONLY_LEFT/group:g/true/""/`,
+		`ONLY_LEFT/runtime/false/"y"/`,
+		`STOLEN/project/true/""/`,
+		`STOLEN/runtime/false/"********"/`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rows:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(reg, `"STOLEN": "<STOLEN>"`) || !strings.Contains(runLine, `-e ONLY_LEFT=y -e 'STOLEN=<STOLEN>'`) {
+		t.Errorf("overrides of left-out names:\n%s\n%s", reg, runLine)
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"A=b": "A=b", "A=": "A=", "": "''", "A=two words": "'A=two words'", "A=it's": `'A=it'\''s'`,
+		"A=$HOME": "'A=$HOME'", "A=<A>": "'A=<A>'", "A=x;rm": "'A=x;rm'",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
 	}
 }

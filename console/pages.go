@@ -2,6 +2,7 @@ package console
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -307,20 +308,68 @@ func (s *Server) workloadsPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, "workloads", &view{Title: "Workloads", Who: who, Error: firstErr(err1, err2), Data: list})
 }
 
-type auditData struct{ HMAC string }
+// auditFilter is the audit page's query: the filters of `envlet audit
+// list`, as typed (the agent checks them).
+type auditFilter struct {
+	Since, Until, User, Project, Group, Action, Limit string
+}
 
-func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {
+// auditPageLimit is how many records the page asks for unless told:
+// recent ones, a page's worth, not the CLI's 1000.
+const auditPageLimit = "100"
+
+type auditData struct {
+	Filter  auditFilter
+	Asked   bool              // the agent answered the query
+	List    api.AuditList     // as the agent sent it, oldest first
+	Records []api.AuditRecord // List.Records newest first
+	Refused string            // why the agent did not answer
+	HMAC    string
+}
+
+func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) { s.showAudit(w, r, "") }
+
+// showAudit lists the records the agent lets the user read: admins all,
+// project owners their projects'; anyone else sees the agent's refusal.
+func (s *Server) showAudit(w http.ResponseWriter, r *http.Request, hmac string) {
 	who, err := s.whoami(r)
-	s.render(w, r, "audit", &view{Title: "Audit", Who: who, Error: firstErr(err), Data: &auditData{}})
+	in := r.URL.Query()
+	d := &auditData{HMAC: hmac, Filter: auditFilter{Since: in.Get("since"), Until: in.Get("until"), User: in.Get("user"),
+		Project: in.Get("project"), Group: in.Get("group"), Action: in.Get("action"), Limit: in.Get("limit")}}
+	if d.Filter.Limit == "" {
+		d.Filter.Limit = auditPageLimit
+	}
+	q := url.Values{}
+	f := d.Filter
+	for k, v := range map[string]string{"since": f.Since, "until": f.Until, "user": f.User, "project": f.Project,
+		"group": f.Group, "action": f.Action, "limit": f.Limit} {
+		if v = strings.TrimSpace(v); v != "" {
+			q.Set(k, v)
+		}
+	}
+	if qerr := s.call(r, http.MethodGet, q, nil, &d.List, "/v1/audit"); qerr != nil {
+		d.Refused = errText(qerr)
+		var ae *api.Error
+		if errors.As(qerr, &ae) && ae.Code == api.CodeDenied {
+			d.Refused = "The agent refused: " + d.Refused
+		}
+	} else {
+		d.Asked = true
+		d.Records = slices.Clone(d.List.Records)
+		slices.Reverse(d.Records)
+	}
+	s.render(w, r, "audit", &view{Title: "Audit", Who: who, Error: firstErr(err), Data: d})
 }
 
 // auditHMAC gives the HMAC the audit log records for a value, to search
 // the log for it; the value itself is not shown back.
 func (s *Server) auditHMAC(w http.ResponseWriter, r *http.Request) {
-	who, err1 := s.whoami(r)
 	var out api.HMACReply
-	err2 := s.call(r, http.MethodPost, nil, &api.HMACRequest{Value: r.PostFormValue("value")}, &out, "/v1/audit/hmac")
-	s.render(w, r, "audit", &view{Title: "Audit", Who: who, Error: firstErr(err1, err2), Data: &auditData{HMAC: out.HMAC}})
+	if err := s.call(r, http.MethodPost, nil, &api.HMACRequest{Value: r.PostFormValue("value")}, &out, "/v1/audit/hmac"); err != nil {
+		s.done(w, r, "/audit", "", err, "")
+		return
+	}
+	s.showAudit(w, r, out.HMAC)
 }
 
 // moved returns list with the item at i swapped with its neighbour in

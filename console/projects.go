@@ -60,6 +60,9 @@ type projectData struct {
 	// Registration is the workloads.d / POST /v1/workloads document
 	// that reproduces the preview (masked overrides left as placeholders).
 	Registration string
+	// RunLine is the `envlet run` command line that starts a program
+	// with the preview's environment (the same placeholders).
+	RunLine string
 }
 
 func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
@@ -90,7 +93,7 @@ func (s *Server) showProject(w http.ResponseWriter, r *http.Request, revealed ma
 	}
 	var explained []api.Explained
 	err5 := s.call(r, http.MethodGet, map[string][]string{"user": {"me"}, "project": {name}}, nil, &explained, "/v1/explain")
-	d.Preview, d.Registration = preview(who, name, explained, overrides)
+	d.Preview, d.Registration, d.RunLine = preview(who, name, explained, overrides)
 	if o := overrides[""]; o != "" {
 		d.NewName, d.NewValue = o, ""
 	}
@@ -99,12 +102,20 @@ func (s *Server) showProject(w http.ResponseWriter, r *http.Request, revealed ma
 }
 
 // preview lays the per-run overrides over what explain says the user's
-// workload in project gets, and writes the registration that does it.
-func preview(who *api.Whoami, project string, explained []api.Explained, overrides map[string]string) ([]previewRow, string) {
+// workload in project gets, and writes the registration and the `envlet
+// run` line that do it.
+func preview(who *api.Whoami, project string, explained []api.Explained, overrides map[string]string) ([]previewRow, string, string) {
 	rows := make([]previewRow, 0, len(explained)+len(overrides))
 	seen := map[string]bool{}
 	for _, e := range explained {
 		row := previewRow{Explained: e, MaskedInput: e.Masked}
+		if e.LeftOut != "" {
+			// Not served, so nothing to override: the name's winner (or
+			// an added row) takes an override. It has no value to show.
+			row.Value, row.Masked = "", false
+			rows = append(rows, row)
+			continue
+		}
 		if v, ok := overrides[e.Name]; ok {
 			row.Override, row.Overridden = v, true
 		}
@@ -117,9 +128,11 @@ func preview(who *api.Whoami, project string, explained []api.Explained, overrid
 				Override: v, Overridden: true, MaskedInput: maskedName(n)})
 		}
 	}
-	slices.SortFunc(rows, func(a, b previewRow) int { return strings.Compare(a.Name, b.Name) })
+	// Stable: a name's left-out entries stay before its winner.
+	slices.SortStableFunc(rows, func(a, b previewRow) int { return strings.Compare(a.Name, b.Name) })
 	uid := who.UID
 	reg := api.Registration{ID: project + "-job", User: who.User, Project: project, Match: api.Match{UID: &uid}}
+	run := []string{"envlet", "run", "--project", project}
 	for i := range rows {
 		row := &rows[i]
 		if !row.Overridden {
@@ -134,10 +147,12 @@ func preview(who *api.Whoami, project string, explained []api.Explained, overrid
 			v = "<" + row.Name + ">"
 		}
 		reg.Runtime[row.Name] = v
+		run = append(run, "-e", row.Name+"="+v)
 		if row.Layer != "runtime" {
 			row.Overrides = append([]string{row.Layer}, row.Overrides...)
 		}
 		row.Layer, row.Value, row.Masked, row.Cleared = "runtime", row.Override, row.MaskedInput, row.Override == ""
+		row.SecretScope = ""
 		if row.Masked {
 			row.Value = api.MaskText
 		}
@@ -149,7 +164,20 @@ func preview(who *api.Whoami, project string, explained []api.Explained, overrid
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	enc.Encode(reg)
-	return rows, b.String()
+	run = append(run, "--", "CMD")
+	for i, arg := range run {
+		run[i] = shellQuote(arg)
+	}
+	return rows, b.String(), strings.Join(run, " ")
+}
+
+// shellQuote makes arg one word for a POSIX shell: as it is when it has
+// only characters no shell treats specially, else in single quotes.
+func shellQuote(arg string) string {
+	if arg != "" && strings.Trim(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return arg
+	}
+	return "'" + strings.ReplaceAll(arg, "'", `'\''`) + "'"
 }
 
 // maskedName says whether the agent masks a name without the secret flag

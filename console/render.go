@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/envlet/envlet/agent/api"
 )
@@ -47,6 +48,15 @@ var funcs = template.FuncMap{
 	},
 	"kv":  func(k, v string) map[string]string { return map[string]string{k: v} },
 	"has": func(list []string, s string) bool { return slices.Contains(list, s) },
+	// shortTime is an audit record's time to the second, for reading; the
+	// page keeps the exact one in the datetime attribute.
+	"shortTime": func(ts string) string {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return ts
+		}
+		return t.UTC().Format("2006-01-02 15:04:05")
+	},
 }
 
 func parsePages() (map[string]*template.Template, error) {

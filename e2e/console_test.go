@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -243,8 +244,14 @@ func TestConsole(t *testing.T) {
 	a.cli("group", "set", "base", "DB_PASSWORD", "canary-console-group-1")
 	a.cli("group", "assign", "base", "fraud")
 	a.register(map[string]any{"id": "trainer", "user": "root", "project": "fraud", "match": map[string]any{"uid": 0}})
+	// A project variable pointing at the member's private secret: not
+	// served to the member (explain says left out, and why); the member's
+	// own reference to it is, through the account layer.
+	a.mustAs(member, "secret", "create", "MEMBER_PRIV", "canary-console-priv-1")
+	a.mustAs(member, "env", "set", "MINE", "--from-secret", "MEMBER_PRIV")
+	a.cli("project", "env", "set", "fraud", "STOLEN", "--from-secret", "MEMBER_PRIV")
 	canaries := []string{"canary-console-env-1", "canary-console-env-2", "canary-console-group-1",
-		"canary-console-group-2", "canary-console-secret-1", "canary-console-file-1"}
+		"canary-console-group-2", "canary-console-secret-1", "canary-console-file-1", "canary-console-priv-1"}
 	snaps := pages{t, a}
 
 	ui := startConsole(t, a, 0)
@@ -413,10 +420,37 @@ func TestConsole(t *testing.T) {
 		}
 	}
 	snaps.snap(ctx, "project-preview")
+	// The run line beside it: run as printed, with a real program for
+	// CMD, it starts that program with the overrides.
+	runLine := run(t, ctx, chromedp.Text(chromedp.ID("run-line")))
+	const wantRun = "envlet run --project fraud -e REGION=us-east-1 -e RUN_LABEL=nightly -- CMD"
+	if runLine != wantRun {
+		t.Errorf("run line %q, want %q", runLine, wantRun)
+	} else {
+		args := strings.Fields(strings.TrimSuffix(runLine, " CMD"))[1:]
+		r := a.runCLI(0, append(args, "sh", "-c", `echo "REGION=$REGION RUN_LABEL=$RUN_LABEL"`)...)
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "REGION=us-east-1 RUN_LABEL=nightly" {
+			t.Errorf("the page's run line did not reproduce the preview: %s", r)
+		}
+	}
 
 	do(t, ctx, chromedp.Navigate(ui.base+"/workloads"))
 	if html := snaps.snap(ctx, "workloads"); !strings.Contains(html, "trainer") {
 		t.Errorf("workloads page lacks trainer")
+	}
+	// Audit: the run just done, found with the page's filters (newest
+	// first), and the reveal of DB_TOKEN done in this console.
+	do(t, ctx, chromedp.Navigate(ui.base+"/audit"),
+		chromedp.SendKeys(chromedp.ID("f-project"), "fraud"),
+		chromedp.SendKeys(chromedp.ID("f-action"), "run"))
+	submit(t, ctx, chromedp.Click(chromedp.CSS(`form.filters button`)))
+	rows := run(t, ctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll('#audit-records tbody tr')].map(r => [...r.cells].map(c => c.textContent.trim()))`))
+	if len(rows) == 0 || len(rows[0]) < 10 || rows[0][1] != "run" || rows[0][2] != "root" || rows[0][5] != "fraud" {
+		t.Errorf("audit page, project fraud, action run: rows %q, want the run just done first", rows)
+	}
+	do(t, ctx, chromedp.Navigate(ui.base+"/audit?action=reveal&user=root"))
+	if got := run(t, ctx, chromedp.Text(chromedp.ID("audit-records"))); !strings.Contains(got, "DB_TOKEN") {
+		t.Errorf("audit page lacks the reveal of DB_TOKEN:\n%s", got)
 	}
 	do(t, ctx, chromedp.Navigate(ui.base+"/audit"))
 	snaps.snap(ctx, "audit")
@@ -454,6 +488,20 @@ func TestConsole(t *testing.T) {
 			t.Errorf("member's project page lacks %s", want)
 		}
 	}
+	// The preview shows the project's reference to the member's secret
+	// struck out with the reason, no value and nothing to override; the
+	// member's own reference with whose secret it took.
+	left := run(t, mctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('table.preview tr.leftout')].map(r => r.textContent.replace(/\s+/g, ' ').trim())`))
+	if len(left) != 1 || !strings.Contains(left[0], "STOLEN") || !strings.Contains(left[0], "left out") || !strings.Contains(left[0], "project fraud") {
+		t.Errorf("member's preview, left-out rows %q: want STOLEN with its reason", left)
+	}
+	if n := run(t, mctx, chromedp.Evaluate[int](`document.querySelectorAll('table.preview tr.leftout input').length`)); n != 0 {
+		t.Errorf("a left-out row has %d override inputs", n)
+	}
+	mine := run(t, mctx, chromedp.Evaluate[string](`[...document.querySelectorAll('table.preview tbody tr')].filter(r => r.querySelector('th').textContent.trim() === 'MINE').map(r => r.textContent.replace(/\s+/g, ' ')).join('|')`))
+	if !strings.Contains(mine, "secret:user:"+ms) || !strings.Contains(mine, "••••••••") {
+		t.Errorf("member's preview of MINE %q: want masked, from secret:user:%s", mine, ms)
+	}
 	counts := run(t, mctx, chromedp.Evaluate[[]int](`[
 		document.querySelectorAll('section.group input, section.group button').length,
 		document.querySelectorAll('#variables ~ table tr.add, form[action$="/save"], form[action$="/members/add"]').length,
@@ -465,6 +513,78 @@ func TestConsole(t *testing.T) {
 	}
 
 	a.noCanary(canaries...)
+}
+
+// TestConsoleAudit: the Audit page as the agent allows it. A project
+// owner sees the records of their project only, and is refused another's;
+// a plain member is refused, and the page says so; no page shows a value.
+func TestConsoleAudit(t *testing.T) {
+	needChromium(t)
+	a := startAgent(t, "")
+	u := freeUIDs(t, 2)
+	owner, member := u[0], u[1]
+	a.cli("project", "create", "fraud")
+	a.cli("project", "add-member", "--owner", "fraud", uidName(owner))
+	a.cli("project", "add-member", "fraud", uidName(member))
+	a.cli("project", "create", "other")
+	a.cli("project", "env", "set", "other", "OTHER_TOKEN", "canary-console-audit-1")
+	a.cli("project", "env", "set", "fraud", "FRAUD_LEVEL", "3")
+	a.mustAs(owner, "project", "env", "set", "fraud", "FRAUD_KEY", "canary-console-audit-2")
+	a.mustAs(member, "env", "set", "MEMBER_PASSWORD", "canary-console-audit-3")
+	snaps := pages{t, a}
+
+	cells := func(ctx context.Context) [][]string {
+		t.Helper()
+		return run(t, ctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll('#audit-records tbody tr')].map(r => [...r.cells].map(c => c.textContent.trim()))`))
+	}
+	oui := startConsole(t, a, owner)
+	octx := newBrowser(t)
+	do(t, octx, chromedp.Navigate(oui.login))
+	waitJS(t, octx, "location.pathname === '/env'")
+	do(t, octx, chromedp.Navigate(oui.base+"/audit"))
+	html := snaps.snap(octx, "audit-owner")
+	rows := cells(octx)
+	var names []string
+	for _, r := range rows {
+		if len(r) < 10 {
+			t.Fatalf("owner's audit page: row %q", r)
+		}
+		names = append(names, r[8])
+		if r[5] != "fraud" && !strings.Contains(r[7], "fraud") && r[8] != "fraud" {
+			t.Errorf("owner's audit page shows a record not of fraud: %q", r)
+		}
+	}
+	if !slices.Contains(names, "FRAUD_LEVEL") || !slices.Contains(names, "FRAUD_KEY") {
+		t.Errorf("owner's audit page: names %q, want the sets of FRAUD_LEVEL and FRAUD_KEY", names)
+	}
+	if strings.Contains(html, "OTHER_TOKEN") || strings.Contains(html, "MEMBER_PASSWORD") {
+		t.Errorf("owner's audit page shows another project's or a member's own record:\n%s", html)
+	}
+	if strings.Contains(html, `"hmac"`) || regexp.MustCompile(`[0-9a-f]{64}`).MatchString(html) {
+		t.Errorf("owner's audit page shows an HMAC")
+	}
+	// Another project's records: the agent refuses, the page says so.
+	do(t, octx, chromedp.Navigate(oui.base+"/audit?project=other"))
+	if m := run(t, octx, chromedp.Text(chromedp.ID("audit-refused"))); !strings.Contains(m, "PERMISSION_DENIED") {
+		t.Errorf("owner asking for project other: %q", m)
+	}
+	if n := run(t, octx, chromedp.Evaluate[int](`document.querySelectorAll('#audit-records').length`)); n != 0 {
+		t.Errorf("a refused query still shows a table")
+	}
+
+	mui := startConsole(t, a, member)
+	mctx := newBrowser(t)
+	do(t, mctx, chromedp.Navigate(mui.login))
+	waitJS(t, mctx, "location.pathname === '/env'")
+	do(t, mctx, chromedp.Navigate(mui.base+"/audit"))
+	snaps.snap(mctx, "audit-member")
+	if m := run(t, mctx, chromedp.Text(chromedp.ID("audit-refused"))); !strings.Contains(m, "refused") || !strings.Contains(m, "PERMISSION_DENIED") {
+		t.Errorf("member's audit page: %q, want the agent's refusal", m)
+	}
+	if n := run(t, mctx, chromedp.Evaluate[int](`document.querySelectorAll('#audit-records, #hmac-value').length`)); n != 0 {
+		t.Errorf("member's audit page shows %d record tables or HMAC forms", n)
+	}
+	a.noCanary("canary-console-audit-1", "canary-console-audit-2", "canary-console-audit-3")
 }
 
 // TestConsoleRefusals: no session, a reused token, a foreign Host (DNS

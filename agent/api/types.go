@@ -205,6 +205,13 @@ type Explained struct {
 	Cleared   bool     `json:"cleared"` // an empty value clears the name
 	Layer     string   `json:"layer"`
 	Overrides []string `json:"overrides"`
+	// SecretScope is, for a variable set --from-secret, whose secret it
+	// took ("secret:user:alice", "secret:project:p").
+	SecretScope string `json:"secret_scope,omitempty"`
+	// LeftOut says why this layer's variable of that name is not served
+	// (its secret is not one the layer reaches; a protected name). Such
+	// an entry has no value and comes before the name's winner, if any.
+	LeftOut string `json:"left_out,omitempty"`
 }
 
 // RunRequest is the body of POST /v1/runs (envlet run): a short-lived
