@@ -329,8 +329,7 @@ func TestFaultAuditLogFull(t *testing.T) {
 	for range 3 {
 		served(t, a, uid, map[string]string{"K": last})
 	}
-	var st map[string]any
-	st = a.statusMap()
+	st := a.statusMap()
 	if lost, _ := st["audit_lost_records"].(float64); lost < 3 || st["audit_error"] == nil {
 		t.Fatalf("status does not show the failing audit log: %v", st)
 	}
@@ -538,8 +537,7 @@ func TestFaultStateDirFullEtcd(t *testing.T) {
 	snapshotError := func(want bool) {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			var st map[string]any
-			st = a.statusMap()
+			st := a.statusMap()
 			if _, has := st["snapshot_error"]; has == want {
 				return
 			}
