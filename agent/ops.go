@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"time"
 
 	"github.com/envlet/envlet/fetch"
 )
@@ -24,6 +25,9 @@ func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, err
 	for try := 0; ; try++ {
 		a.mu.RLock()
 		txn, err := build(a.model)
+		if err == nil {
+			a.dateTxn(a.model, &txn, actorOf(ctx), time.Now()) // dated.go
+		}
 		seen := a.model.rev
 		a.mu.RUnlock()
 		if err != nil {

@@ -163,6 +163,7 @@ type workload struct {
 	reg       Registration // Runtime and Execution emptied: the values live in runtime/execution
 	source    string
 	path      string     // for file registrations
+	fileTime  string     // for file registrations: the file's modification time (dated.go)
 	runtime   *cache.Buf // own layers (ownlayer.go); nil when empty
 	execution *cache.Buf
 

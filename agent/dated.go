@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/envlet/envlet/agent/api"
+	"github.com/envlet/envlet/fetch"
+)
+
+// Dated records (issue 12 §3): every stored thing (a variable, a secret, a
+// group, a project, an API registration) has, beside its record K, a
+// record d/K holding when K was created and last written and by whom
+// (api.Dated, JSON, sealed with aad "d/K" like every record). commit adds
+// the d/K writes to every transaction (dateTxn), so no planner of ops.go
+// knows about them.
+//
+// Why a record of its own rather than fields inside K: a variable's
+// plaintext goes from locked memory straight into the served frame
+// (envFrame), so dates inside it would be one more thing to skip on the
+// serve path; a registration is parsed strictly, so an agent of the
+// previous version would refuse a registration with new fields, and would
+// serve a variable with a trailer as part of its value. An older agent
+// sharing an etcd store logs d/ records as unknown and ignores them.
+//
+// A record written before dates were kept has no d/K: it shows no dates
+// (not a made-up one) until its next write, which sets updated_at and
+// updated_by and leaves created_at unknown. Deleting K deletes d/K.
+
+// keyDated is the key of the dates of record key.
+func keyDated(key string) string { return "d/" + key }
+
+// dateLayout is how dates are written: RFC 3339, UTC, whole seconds.
+const dateLayout = time.RFC3339
+
+// isDated says whether record key is a stored thing that carries dates
+// (not the account index record, nor a d/ record itself).
+func isDated(key string) bool {
+	switch {
+	case strings.HasPrefix(key, "u/"):
+		return strings.Contains(key[2:], "/v/")
+	case strings.HasPrefix(key, "p/"), strings.HasPrefix(key, "g/"), strings.HasPrefix(key, "s/"), strings.HasPrefix(key, "w/"):
+		return true
+	}
+	return false
+}
+
+// actorOf is the user a change is made by: the admin API's caller, or ""
+// for a change the agent makes of itself.
+func actorOf(ctx context.Context) string {
+	if c, _ := ctx.Value(ctxKey{}).(*caller); c != nil {
+		return c.user
+	}
+	return ""
+}
+
+// dateTxn adds to txn, for every put of a dated record, a put of its
+// dates: created_at kept from the record's dates when it exists already
+// (unknown for a record older than dates), now when it is new; updated_at
+// now and updated_by by. A delete of a dated record deletes its dates.
+// Called with a.mu held for reading, on the model txn was built from; the
+// record's own condition (or the write lock of commit) already guards the
+// dates, which need none of their own.
+func (a *Agent) dateTxn(m *model, txn *fetch.Txn, by string, now time.Time) {
+	stamp := now.UTC().Format(dateLayout)
+	n := len(txn.Ops)
+	for i := 0; i < n; i++ {
+		op := txn.Ops[i]
+		if !isDated(op.Key) {
+			continue
+		}
+		dk := keyDated(op.Key)
+		old, had := m.dates[op.Key]
+		if op.Delete {
+			if had {
+				txn.Ops = append(txn.Ops, fetch.Op{Key: dk, Delete: true})
+			}
+			continue
+		}
+		d := api.Dated{CreatedAt: stamp, UpdatedAt: stamp, UpdatedBy: by}
+		if m.recordRev(op.Key) != 0 {
+			d.CreatedAt = old.CreatedAt // "" for a record older than dates
+		}
+		txn.Ops = append(txn.Ops, fetch.Op{Key: dk, Value: a.sealJSON(dk, d)})
+	}
+}
+
+// recordRev is the revision of the record under key as the model holds
+// it, 0 when it does not exist.
+func (m *model) recordRev(key string) fetch.Revision {
+	parts := strings.Split(key, "/")
+	rev := func(set varSet, name string) fetch.Revision {
+		if v := set[name]; v != nil {
+			return v.rev
+		}
+		return 0
+	}
+	switch {
+	case len(parts) == 4 && parts[0] == "u" && parts[2] == "v":
+		if u := m.users[parts[1]]; u != nil {
+			return rev(u.vars, parts[3])
+		}
+	case len(parts) == 3 && parts[0] == "p" && parts[2] == "meta":
+		if p := m.projects[parts[1]]; p != nil {
+			return p.metaRev
+		}
+	case len(parts) == 4 && parts[0] == "p" && parts[2] == "v":
+		if p := m.projects[parts[1]]; p != nil {
+			return rev(p.vars, parts[3])
+		}
+	case len(parts) == 3 && parts[0] == "g" && parts[2] == "meta":
+		if g := m.groups[parts[1]]; g != nil {
+			return g.metaRev
+		}
+	case len(parts) == 4 && parts[0] == "g" && parts[2] == "v":
+		if g := m.groups[parts[1]]; g != nil {
+			return rev(g.vars, parts[3])
+		}
+	case len(parts) == 4 && parts[0] == "s" && parts[1] == "u":
+		return rev(m.userSecrets[parts[2]], parts[3])
+	case len(parts) == 4 && parts[0] == "s" && parts[1] == "p":
+		return rev(m.projSecrets[parts[2]], parts[3])
+	case len(parts) == 2 && parts[0] == "w":
+		return m.workloads[parts[1]]
+	}
+	return 0
+}
+
+// applyDated folds a d/ record into the model. Dates touch no workload.
+// A record that does not open is logged and skipped, as in apply.
+func (a *Agent) applyDated(ev fetch.Event) {
+	key := strings.TrimPrefix(ev.Key, "d/")
+	if ev.Deleted {
+		delete(a.model.dates, key)
+		return
+	}
+	var d api.Dated
+	if err := a.openMeta(ev.Key, ev.Value, &d); err != nil {
+		a.log.Error("skipping a record that does not open", "key", ev.Key, "error", err)
+		return
+	}
+	a.model.dates[key] = d
+}
+
+// stampVars sets the dates of each listed variable, whose record key is
+// keyOf(name). Called with a.mu held.
+func (m *model) stampVars(out []varJSON, keyOf func(name string) string) []varJSON {
+	for i := range out {
+		out[i].Dated = m.dates[keyOf(out[i].Name)]
+	}
+	return out
+}
+
+// fileUpdater is updated_by of a workloads.d registration: it is not a
+// stored record and no admin API caller wrote it, so no user name fits;
+// the parentheses keep it apart from every valid user name.
+const fileUpdater = "(workloads.d)"
+
+// fileTime is the modification time of a workloads.d file, as a date, or
+// "" when it cannot be read.
+func fileTime(path string) string {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return ""
+	}
+	return fi.ModTime().UTC().Format(dateLayout)
+}
+
+// workloadDates is a registration's dates: an API one's from its d/
+// record; a workloads.d one's from its file (updated_at the file's
+// modification time, updated_by fileUpdater, created_at unknown). Called
+// with a.mu held.
+func (a *Agent) workloadDates(id string, w *workload) api.Dated {
+	if w.source != sourceFile {
+		return a.model.dates[keyWorkload(id)]
+	}
+	if w.fileTime == "" {
+		return api.Dated{}
+	}
+	return api.Dated{UpdatedAt: w.fileTime, UpdatedBy: fileUpdater}
+}
