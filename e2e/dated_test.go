@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +110,110 @@ func TestDatedRecordsCLI(t *testing.T) {
 	}
 	if got := one(list(0, "project", "list"), "project list after restart"); got.CreatedAt != proj.CreatedAt {
 		t.Errorf("project after a restart: %+v, want %+v", got, proj)
+	}
+}
+
+// preDatedCommit is a commit of envlet from before dated records (the
+// base they were built on).
+const preDatedCommit = "bd75e54536f1a0ce0c918ec6159549aa96a28b52"
+
+// buildOldAgent builds envletd as of commit from this repository's history
+// (git archive, go build); it skips when the history or git is not there
+// (a shallow clone), which CI=true makes a failure.
+func buildOldAgent(t *testing.T, commit string) string {
+	t.Helper()
+	root, _ := filepath.Abs("..")
+	skip := func(why string, args ...any) {
+		t.Helper()
+		if os.Getenv("CI") == "true" {
+			t.Fatalf(why, args...)
+		}
+		t.Skipf(why, args...)
+	}
+	if _, err := exec.LookPath("git"); err != nil {
+		skip("git is not installed: cannot build the agent of commit %s", commit)
+	}
+	if out, err := exec.Command("git", "-C", root, "cat-file", "-e", commit+"^{commit}").CombinedOutput(); err != nil {
+		skip("commit %s is not in this clone (shallow?): %v %s", commit, err, out)
+	}
+	src := t.TempDir()
+	tar := filepath.Join(t.TempDir(), "src.tar")
+	for _, c := range [][]string{{"git", "-C", root, "archive", "-o", tar, commit}, {"tar", "-x", "-C", src, "-f", tar}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "envletd-old")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/envletd")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the agent of %s: %v\n%s", commit, err, out)
+	}
+	os.Chmod(filepath.Dir(bin), 0o755)
+	return bin
+}
+
+// TestDatedOldStore: a store written by the agent of before dated records
+// (a real build of that commit, on the local store or etcd) loads in the
+// new agent; its records show no dates, not made-up ones; the next write
+// dates a record (created_at stays unknown). And the old agent still
+// serves a store the new one wrote: it passes over the d/ records.
+func TestDatedOldStore(t *testing.T) {
+	old := buildOldAgent(t, preDatedCommit)
+	a := startAgent(t, "")
+	uid := freeUID(t)
+	user := uidName(uid)
+	useOld := func(on bool) {
+		a.stop()
+		a.wrap = nil
+		if on {
+			// start() runs wrap + envletd + args: drop envletd, run old.
+			a.wrap = []string{"/bin/sh", "-c", `shift; exec "$0" "$@"`, old}
+		}
+		a.start()
+	}
+	envList := func() []dates {
+		t.Helper()
+		r := a.cliAs(uid, "env", "list", "--json")
+		var out []dates
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || len(out) != 1 {
+			t.Fatalf("env list --json: %s", r)
+		}
+		return out
+	}
+
+	useOld(true)
+	a.cli("project", "create", "fraud")
+	a.cli("project", "add-member", "fraud", user)
+	a.cli("env", "set", "--user", user, "A", "1")
+	if r := a.cliAs(uid, "secret", "create", "S", "s-value"); r.code != 0 {
+		t.Fatal(r)
+	}
+	a.register(map[string]any{"id": "w", "user": user, "project": "fraud", "match": map[string]any{"uid": uid}})
+
+	useOld(false)
+	if r := a.cliAs(uid, "env", "list", "--json"); r.code != 0 || strings.Contains(r.stdout, "_at") || strings.Contains(r.stdout, "updated_by") {
+		t.Errorf("an old record lists dates: %s", r)
+	}
+	if r := a.cliAs(uid, "secret", "list"); r.code != 0 || !strings.Contains(r.stdout, "CREATED") || !strings.Contains(r.stdout, "S     text  7     -") {
+		t.Errorf("secret list of an old secret: %s, want - for its creation date", r)
+	}
+	if out := a.cli("project", "list", "--json"); strings.Contains(out, "_at") {
+		t.Errorf("an old project lists dates: %s", out)
+	}
+	if env, r := a.launchEnv(uid, uid); env["A"] != "1" {
+		t.Errorf("the old store's variable is not served: %v %s", env, r)
+	}
+	if r := a.cliAs(uid, "env", "update", "A", "2"); r.code != 0 {
+		t.Fatal(r)
+	}
+	if d := envList()[0]; d.CreatedAt != "" || d.UpdatedBy != user || d.UpdatedAt == "" {
+		t.Errorf("an old record after its next write: %+v, want updated_at and updated_by %s, created_at unknown", d, user)
+	}
+
+	// Back to the old agent on the store the new one wrote.
+	useOld(true)
+	if env, r := a.launchEnv(uid, uid); env["A"] != "2" {
+		t.Errorf("the old agent does not serve the new store: %v %s", env, r)
 	}
 }
