@@ -158,26 +158,30 @@ func (m *model) stampVars(out []varJSON, keyOf func(name string) string) []varJS
 // the parentheses keep it apart from every valid user name.
 const fileUpdater = "(workloads.d)"
 
-// fileTime is the modification time of a workloads.d file, as a date, or
-// "" when it cannot be read.
-func fileTime(path string) string {
+// fileDates are the dates of a workloads.d registration: updated_at the
+// file's modification time (when it was last written), updated_by
+// fileUpdater, created_at unknown; none when the file cannot be read.
+func fileDates(path string) api.Dated {
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return ""
+		return api.Dated{}
 	}
-	return fi.ModTime().UTC().Format(dateLayout)
+	return api.Dated{UpdatedAt: fi.ModTime().UTC().Format(dateLayout), UpdatedBy: fileUpdater}
+}
+
+// runDates are the dates of an `envlet run` registration (kept in memory
+// only, for the run's life): made now by its user.
+func runDates(user string, now time.Time) api.Dated {
+	stamp := now.UTC().Format(dateLayout)
+	return api.Dated{CreatedAt: stamp, UpdatedAt: stamp, UpdatedBy: user}
 }
 
 // workloadDates is a registration's dates: an API one's from its d/
-// record; a workloads.d one's from its file (updated_at the file's
-// modification time, updated_by fileUpdater, created_at unknown). Called
-// with a.mu held.
+// record, another's (workloads.d, a run) from the workload. Called with
+// a.mu held.
 func (a *Agent) workloadDates(id string, w *workload) api.Dated {
-	if w.source != sourceFile {
+	if w.source == sourceAPI {
 		return a.model.dates[keyWorkload(id)]
 	}
-	if w.fileTime == "" {
-		return api.Dated{}
-	}
-	return api.Dated{UpdatedAt: w.fileTime, UpdatedBy: fileUpdater}
+	return w.dates
 }

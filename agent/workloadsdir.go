@@ -42,6 +42,6 @@ func (t dirTx) Put(reg *Registration, path string) error {
 		return err
 	}
 	w := t.a.workloads[reg.ID]
-	w.path, w.fileTime = path, fileTime(path)
+	w.path, w.dates = path, fileDates(path)
 	return nil
 }

@@ -72,9 +72,30 @@ func TestDatedRecordsCLI(t *testing.T) {
 	fresh(one(list(0, "group", "list"), "group list"), "group", "root")
 	secret := one(list(uid, "secret", "list"), "secret list")
 	fresh(secret, "secret", user)
-	fresh(one(list(0, "workload", "list"), "workload list"), "registration", "root")
+	fresh(one(list(0, "workload", "list"), "workload list"), "registration", "root") // before f.json below
 	created := one(list(uid, "env", "list"), "env list")
 	fresh(created, "account variable written by an admin", "root")
+
+	// A workloads.d registration is a file, not a stored record: the file's
+	// modification time, by "(workloads.d)", no created_at.
+	file := filepath.Join(a.workDir, "f.json")
+	if err := os.WriteFile(file, []byte(`{"id":"f","user":"`+user+`","project":"fraud","match":{"uid":`+user+`,"gid":1}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.waitLog("workload registered: workload=f", 1)
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fileReg dates
+	for _, w := range list(0, "workload", "list") {
+		if w.ID == "f" {
+			fileReg = w
+		}
+	}
+	if want := fi.ModTime().UTC().Format(time.RFC3339); fileReg.UpdatedAt != want || fileReg.UpdatedBy != "(workloads.d)" || fileReg.CreatedAt != "" {
+		t.Errorf("workloads.d registration: %+v, want updated_at %s by (workloads.d), no created_at", fileReg, want)
+	}
 
 	// The table shows the secret's creation date.
 	if r := a.cliAs(uid, "secret", "list"); r.code != 0 || !strings.Contains(r.stdout, "CREATED") || !strings.Contains(r.stdout, secret.CreatedAt) {
