@@ -56,18 +56,25 @@ func actorOf(ctx context.Context) string {
 	return ""
 }
 
+// txnOpsBudget is how many operations dateTxn lets a transaction reach:
+// etcd's default --max-txn-ops. Dates past it are committed just after
+// the change (commitLateDates), so dating a change never makes it too big
+// for etcd where it was not before: deleting all of a user's 64 account
+// variables is 65 operations, 129 with their dates.
+const txnOpsBudget = 128
+
 // dateTxn adds to txn, for every put of a dated record, a put of its
 // dates: created_at kept from the record's dates when it exists already
 // (unknown for a record older than dates), now when it is new; updated_at
 // now and updated_by by. A delete of a dated record deletes its dates.
-// Called with a.mu held for reading, on the model txn was built from; the
-// record's own condition (or the write lock of commit) already guards the
-// dates, which need none of their own.
-func (a *Agent) dateTxn(m *model, txn *fetch.Txn, by string, now time.Time) {
+// Puts go first, then deletes, while txn stays within txnOpsBudget; the
+// rest is returned, to commit after txn. Called with a.mu held for
+// reading, on the model txn was built from; the record's own condition (or
+// commit's writeMu) already guards the dates, which need none of their own.
+func (a *Agent) dateTxn(m *model, txn *fetch.Txn, by string, now time.Time) (late []fetch.Op) {
 	stamp := now.UTC().Format(dateLayout)
-	n := len(txn.Ops)
-	for i := 0; i < n; i++ {
-		op := txn.Ops[i]
+	var puts, dels []fetch.Op
+	for _, op := range txn.Ops {
 		if !isDated(op.Key) {
 			continue
 		}
@@ -75,7 +82,7 @@ func (a *Agent) dateTxn(m *model, txn *fetch.Txn, by string, now time.Time) {
 		old, had := m.dates[op.Key]
 		if op.Delete {
 			if had {
-				txn.Ops = append(txn.Ops, fetch.Op{Key: dk, Delete: true})
+				dels = append(dels, fetch.Op{Key: dk, Delete: true})
 			}
 			continue
 		}
@@ -83,8 +90,39 @@ func (a *Agent) dateTxn(m *model, txn *fetch.Txn, by string, now time.Time) {
 		if m.recordRev(op.Key) != 0 {
 			d.CreatedAt = old.CreatedAt // "" for a record older than dates
 		}
-		txn.Ops = append(txn.Ops, fetch.Op{Key: dk, Value: a.sealJSON(dk, d)})
+		puts = append(puts, fetch.Op{Key: dk, Value: a.sealJSON(dk, d)})
 	}
+	for _, op := range append(puts, dels...) {
+		if len(txn.Ops) < txnOpsBudget {
+			txn.Ops = append(txn.Ops, op)
+		} else {
+			late = append(late, op)
+		}
+	}
+	return late
+}
+
+// commitLateDates commits the dates dateTxn could not fit in a change
+// committed at rev, in transactions within txnOpsBudget, and waits for
+// them. It returns the revision the caller's next read must see. A failure
+// is logged, not returned: the change itself is committed; a date it
+// leaves behind is only stale (a put) or an orphan that nothing shows (a
+// delete: the dates of an absent record are never listed, and a new record
+// under that key is dated afresh).
+func (a *Agent) commitLateDates(ctx context.Context, rev fetch.Revision, late []fetch.Op) fetch.Revision {
+	for len(late) > 0 {
+		n := min(len(late), txnOpsBudget)
+		r, err := a.backend.Commit(ctx, fetch.Txn{Ops: late[:n]})
+		if err == nil {
+			err = a.waitRev(ctx, r)
+		}
+		if err != nil {
+			a.log.Warn("dates of a committed change not written", "records", len(late), "error", err)
+			return rev
+		}
+		rev, late = r, late[n:]
+	}
+	return rev
 }
 
 // recordRev is the revision of the record under key as the model holds
