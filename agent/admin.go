@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/envlet/envlet/agent/api"
 )
 
 // The admin API: HTTP/1.1 + JSON on admin.sock, under /v1/ (docs/admin-api.md).
@@ -230,6 +232,7 @@ type varJSON struct {
 	Secret     bool   `json:"secret"`
 	Masked     bool   `json:"masked"`
 	FromSecret string `json:"from_secret,omitempty"` // the value is this secret's, resolved per workload
+	api.Dated         // set by the caller (model.stampVars): showVar has no key
 }
 
 func showVar(r *http.Request, name string, v *variable, reveal bool) varJSON {
@@ -343,7 +346,7 @@ func (a *Agent) apiListAccount(r *http.Request, c *caller) (any, int, error) {
 	defer a.mu.RUnlock()
 	out := []varJSON{}
 	if us := a.model.users[u]; us != nil {
-		out = showVars(r, us.vars, wantReveal(r))
+		out = a.model.stampVars(showVars(r, us.vars, wantReveal(r)), func(n string) string { return keyAcctVar(u, n) })
 	}
 	if wantReveal(r) {
 		a.auditReveal(c, "user:"+u, maskedNames(out))
@@ -374,6 +377,7 @@ func (a *Agent) apiGetAccount(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, errorf(CodeNotFound, "account variable %s does not exist for %s", clipName(name), u)
 	}
 	v := showVar(r, name, us.vars[name], wantReveal(r))
+	v.Dated = a.model.dates[keyAcctVar(u, name)]
 	if wantReveal(r) {
 		a.auditReveal(c, "user:"+u, maskedNames([]varJSON{v}))
 	}
@@ -471,7 +475,9 @@ func (a *Agent) apiPutAccount(mode varWrite) handler {
 			status = 201
 		}
 		if us := a.model.users[u]; us != nil && us.vars[name] != nil {
-			return showVar(r, name, us.vars[name], false), status, nil
+			v := showVar(r, name, us.vars[name], false)
+			v.Dated = a.model.dates[keyAcctVar(u, name)]
+			return v, status, nil
 		}
 		return varJSON{Name: name}, status, nil
 	}
@@ -512,16 +518,18 @@ type projectJSON struct {
 	Owners  []string `json:"owners"`
 	Members []string `json:"members"`
 	Groups  []string `json:"groups"`
+	api.Dated
 }
 
-func showProject(name string, p *project) projectJSON {
+// showProject is called with a.mu held.
+func (m *model) showProject(name string, p *project) projectJSON {
 	nz := func(s []string) []string {
 		if s == nil {
 			return []string{}
 		}
 		return s
 	}
-	return projectJSON{Name: name, Owners: nz(p.meta.Owners), Members: nz(p.meta.Members), Groups: nz(p.meta.Groups)}
+	return projectJSON{Name: name, Owners: nz(p.meta.Owners), Members: nz(p.meta.Members), Groups: nz(p.meta.Groups), Dated: m.dates[keyProjMeta(name)]}
 }
 
 // projectRole returns what the caller is in project p: "admin", "owner",
@@ -544,7 +552,7 @@ func (a *Agent) apiListProjects(r *http.Request, c *caller) (any, int, error) {
 	out := []projectJSON{}
 	for name, p := range a.model.projects {
 		if p.metaRev != 0 && a.projectRole(c, p) != "" {
-			out = append(out, showProject(name, p))
+			out = append(out, a.model.showProject(name, p))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -575,7 +583,7 @@ func (a *Agent) projectReply(name string, status int) (any, int, error) {
 	if p == nil {
 		return nil, 0, errorf(CodeProjectNotFound, "project %s does not exist", name)
 	}
-	return showProject(name, p), status, nil
+	return a.model.showProject(name, p), status, nil
 }
 
 // projectFor looks a project up and checks the caller holds at least role
@@ -711,7 +719,7 @@ func (a *Agent) apiListProjectEnv(r *http.Request, c *caller) (any, int, error) 
 	}
 	// Members see masked values masked; owners and admins may reveal.
 	reveal := wantReveal(r) && a.projectRole(c, p) != "member"
-	out := showVars(r, p.vars, reveal)
+	out := a.model.stampVars(showVars(r, p.vars, reveal), func(n string) string { return keyProjVar(name, n) })
 	if reveal {
 		a.auditReveal(c, "project:"+name, maskedNames(out))
 	}
@@ -737,7 +745,9 @@ func (a *Agent) apiPutProjectVar(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if p := a.model.liveProject(project); p != nil && p.vars[name] != nil {
-		return showVar(r, name, p.vars[name], false), 200, nil
+		v := showVar(r, name, p.vars[name], false)
+		v.Dated = a.model.dates[keyProjVar(project, name)]
+		return v, 200, nil
 	}
 	return varJSON{Name: name}, 200, nil
 }
@@ -773,6 +783,7 @@ type workloadJSON struct {
 	Revision  int64    `json:"revision"`
 	EnvRev    int64    `json:"env_revision"`
 	Stale     bool     `json:"stale"`
+	api.Dated
 }
 
 func (a *Agent) apiListWorkloads(r *http.Request, c *caller) (any, int, error) {
@@ -791,6 +802,7 @@ func (a *Agent) apiListWorkloads(r *http.Request, c *caller) (any, int, error) {
 			// Served once, and the env has changed since: the running
 			// program holds an old value.
 			Stale: served != 0 && served < int64(w.envRev),
+			Dated: a.workloadDates(id, w),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

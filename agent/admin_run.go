@@ -143,6 +143,7 @@ func (a *Agent) startRun(r *http.Request, c *caller) (api.RunStarted, func(), er
 	var tokenFile string
 	if w := a.workloads[reg.ID]; err == nil && w != nil {
 		tokenFile = w.tokenFile
+		w.dates = runDates(c.user, time.Now()) // dated.go
 	}
 	a.mu.Unlock()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/envlet/envlet/fetch"
 )
 
@@ -251,6 +252,7 @@ type groupJSON struct {
 	Projects  []string  `json:"projects"`
 	Count     int       `json:"count"`
 	Variables []varJSON `json:"variables,omitempty"`
+	api.Dated
 }
 
 // visibleProjects is what the caller may see of the projects a group is
@@ -277,7 +279,7 @@ func (a *Agent) apiListGroups(r *http.Request, c *caller) (any, int, error) {
 	out := []groupJSON{}
 	for name, g := range a.model.groups {
 		if g.metaRev != 0 && a.groupVisible(c, name) {
-			out = append(out, groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(g.vars)})
+			out = append(out, groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(g.vars), Dated: a.model.dates[keyGroupMeta(name)]})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -308,11 +310,11 @@ func (a *Agent) apiGetGroup(r *http.Request, c *caller) (any, int, error) {
 	}
 	// Members see masked values masked even with reveal; admins may reveal.
 	reveal := wantReveal(r) && c.admin
-	vars := showVars(r, g.vars, reveal)
+	vars := a.model.stampVars(showVars(r, g.vars, reveal), func(n string) string { return keyGroupVar(name, n) })
 	if reveal {
 		a.auditReveal(c, "group:"+name, maskedNames(vars))
 	}
-	return groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(vars), Variables: vars}, 200, nil
+	return groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(vars), Variables: vars, Dated: a.model.dates[keyGroupMeta(name)]}, 200, nil
 }
 
 func adminOnly(c *caller, what string) error {
@@ -336,7 +338,10 @@ func (a *Agent) apiCreateGroup(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, err
 	}
 	a.audit.write(auditRecord{Action: "create", Scope: "group:" + b.Name, Socket: "admin"}, &c.peer, c.user)
-	return groupJSON{Name: b.Name, Projects: []string{}}, 201, nil
+	a.mu.RLock()
+	d := a.model.dates[keyGroupMeta(b.Name)]
+	a.mu.RUnlock()
+	return groupJSON{Name: b.Name, Projects: []string{}, Dated: d}, 201, nil
 }
 
 func (a *Agent) apiDeleteGroup(r *http.Request, c *caller) (any, int, error) {
@@ -374,7 +379,9 @@ func (a *Agent) apiPutGroupVar(r *http.Request, c *caller) (any, int, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if g := a.model.liveGroup(group); g != nil && g.vars[name] != nil {
-		return showVar(r, name, g.vars[name], false), 200, nil
+		v := showVar(r, name, g.vars[name], false)
+		v.Dated = a.model.dates[keyGroupVar(group, name)]
+		return v, 200, nil
 	}
 	return varJSON{Name: name}, 200, nil
 }
@@ -415,7 +422,7 @@ func (a *Agent) apiAssignGroup(unassign bool) handler {
 		}
 		a.mu.RLock()
 		defer a.mu.RUnlock()
-		return groupJSON{Name: group, Projects: a.model.groupProjects(group), Count: len(a.model.groups[group].varsOrNil())}, 200, nil
+		return groupJSON{Name: group, Projects: a.model.groupProjects(group), Count: len(a.model.groups[group].varsOrNil()), Dated: a.model.dates[keyGroupMeta(group)]}, 200, nil
 	}
 }
 

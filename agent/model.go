@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/envlet/envlet/cache"
 	"github.com/envlet/envlet/fetch"
 )
@@ -126,6 +127,8 @@ type model struct {
 	userSecrets map[string]varSet
 	projSecrets map[string]varSet
 
+	dates map[string]api.Dated // by record key: the d/ records (dated.go)
+
 	stale []staleView // views apply changed, rebuilt by refreshViews
 }
 
@@ -156,6 +159,7 @@ func newModel() *model {
 		workloads:   map[string]fetch.Revision{},
 		userSecrets: map[string]varSet{},
 		projSecrets: map[string]varSet{},
+		dates:       map[string]api.Dated{},
 	}
 }
 
@@ -224,6 +228,10 @@ func (a *Agent) openMeta(key string, sealed []byte, v any) error {
 // logged by key and skipped: one bad record must not stop the agent serving
 // every other workload.
 func (a *Agent) apply(ev fetch.Event, t *touched) {
+	if strings.HasPrefix(ev.Key, "d/") {
+		a.applyDated(ev) // dated.go
+		return
+	}
 	m := a.model
 	parts := strings.Split(ev.Key, "/")
 	bad := func(err error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"time"
 
 	"github.com/envlet/envlet/fetch"
 )
@@ -34,6 +35,10 @@ func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, err
 	for try := 0; ; try++ {
 		a.mu.RLock()
 		txn, err := build(a.model)
+		var late []fetch.Op
+		if err == nil {
+			late = a.dateTxn(a.model, &txn, actorOf(ctx), time.Now()) // dated.go
+		}
 		seen := a.model.rev
 		a.mu.RUnlock()
 		if err != nil {
@@ -65,7 +70,10 @@ func (a *Agent) commit(ctx context.Context, build func(m *model) (fetch.Txn, err
 		if err != nil {
 			return 0, err
 		}
-		return rev, a.waitRev(ctx, rev)
+		if err := a.waitRev(ctx, rev); err != nil {
+			return rev, err
+		}
+		return a.commitLateDates(ctx, rev, late), nil
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync/atomic"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/envlet/envlet/cache"
 	"github.com/envlet/envlet/fetch"
 )
@@ -163,6 +164,7 @@ type workload struct {
 	reg       Registration // Runtime and Execution emptied: the values live in runtime/execution
 	source    string
 	path      string     // for file registrations
+	dates     api.Dated  // for registrations not in the store (workloads.d, runs): their dates (dated.go)
 	runtime   *cache.Buf // own layers (ownlayer.go); nil when empty
 	execution *cache.Buf
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"unicode/utf8"
 
+	"github.com/envlet/envlet/agent/api"
 	"github.com/envlet/envlet/fetch"
 )
 
@@ -220,6 +221,7 @@ type secretJSON struct {
 	Size   int     `json:"size"` // characters stored (a file's: its base64)
 	Value  *string `json:"value,omitempty"`
 	Masked bool    `json:"masked,omitempty"`
+	api.Dated
 }
 
 func showSecret(r *http.Request, name string, v *variable, withValue, reveal bool) secretJSON {
@@ -277,7 +279,9 @@ func (a *Agent) apiListSecrets(r *http.Request, c *caller) (any, int, error) {
 	set := s.set(a.model)
 	out := []secretJSON{}
 	for _, n := range set.sortedNames() {
-		out = append(out, showSecret(r, n, set[n], false, false))
+		x := showSecret(r, n, set[n], false, false)
+		x.Dated = a.model.dates[s.key(n)]
+		out = append(out, x)
 	}
 	return out, 200, nil
 }
@@ -298,7 +302,9 @@ func (a *Agent) apiGetSecret(r *http.Request, c *caller) (any, int, error) {
 	if reveal {
 		a.audit.write(auditRecord{Action: "reveal", Scope: s.String(), Name: name, HMAC: a.audit.sum(v.value()), Socket: "admin"}, &c.peer, c.user)
 	}
-	return showSecret(r, name, v, true, reveal), 200, nil
+	out := showSecret(r, name, v, true, reveal)
+	out.Dated = a.model.dates[s.key(name)]
+	return out, 200, nil
 }
 
 // secretBody is the body of a secret write.
@@ -334,7 +340,9 @@ func (a *Agent) apiPutSecret(mode varWrite) handler {
 			status = 201
 		}
 		if v := s.set(a.model)[name]; v != nil {
-			return showSecret(r, name, v, false, false), status, nil
+			out := showSecret(r, name, v, false, false)
+			out.Dated = a.model.dates[s.key(name)]
+			return out, status, nil
 		}
 		return secretJSON{Name: name}, status, nil
 	}

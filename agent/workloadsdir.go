@@ -41,6 +41,7 @@ func (t dirTx) Put(reg *Registration, path string) error {
 	if err := t.a.putWorkload(reg, sourceFile); err != nil {
 		return err
 	}
-	t.a.workloads[reg.ID].path = path
+	w := t.a.workloads[reg.ID]
+	w.path, w.dates = path, fileDates(path)
 	return nil
 }

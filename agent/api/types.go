@@ -7,6 +7,17 @@ const MaxBody = 1 << 20
 // MaskText stands in for a value that is masked in a reply.
 const MaskText = "********"
 
+// Dated says when a stored thing (variable, secret, group, project, API
+// registration) was created and last changed, and by whom: RFC 3339 in
+// UTC, and the user name of the caller who made the change. A record
+// written before envlet kept dates has none (the fields are left out): its
+// next write sets UpdatedAt and UpdatedBy, and CreatedAt stays unknown.
+type Dated struct {
+	CreatedAt string `json:"created_at,omitempty"`
+	UpdatedAt string `json:"updated_at,omitempty"`
+	UpdatedBy string `json:"updated_by,omitempty"`
+}
+
 // Whoami is the reply of GET /v1/whoami: who the agent takes the caller for.
 type Whoami struct {
 	User  string `json:"user"`
@@ -53,6 +64,7 @@ type Variable struct {
 	Secret     bool   `json:"secret"`
 	Masked     bool   `json:"masked"`
 	FromSecret string `json:"from_secret,omitempty"`
+	Dated
 }
 
 // VariableWrite is the body of a variable write (POST create, PUT set,
@@ -76,6 +88,7 @@ type Project struct {
 	Owners  []string `json:"owners"`
 	Members []string `json:"members"`
 	Groups  []string `json:"groups"` // in order, later wins
+	Dated
 }
 
 // ProjectCreate is the body of POST /v1/projects.
@@ -101,6 +114,7 @@ type Group struct {
 	Projects  []string   `json:"projects"`
 	Count     int        `json:"count"`
 	Variables []Variable `json:"variables,omitempty"`
+	Dated
 }
 
 // GroupCreate is the body of POST /v1/groups.
@@ -128,6 +142,7 @@ type Secret struct {
 	Size   int     `json:"size"`
 	Value  *string `json:"value,omitempty"`
 	Masked bool    `json:"masked,omitempty"`
+	Dated
 }
 
 // SecretWrite is the body of a secret write. With File, Value is the
@@ -193,6 +208,7 @@ type Workload struct {
 	Revision    int64    `json:"revision"`
 	EnvRevision int64    `json:"env_revision"`
 	Stale       bool     `json:"stale"`
+	Dated
 }
 
 // Explained is one name of GET /v1/explain's reply: where its value comes

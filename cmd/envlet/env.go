@@ -265,6 +265,6 @@ func (a *app) listVarsCmd(use, short string, names int, path func(args []string)
 		},
 	}
 	c.Flags().BoolVar(&reveal, "reveal", false, "print masked values in clear (those you may read)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of {name,value,secret,masked}")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of {name,value,secret,masked,created_at,updated_at,updated_by}")
 	return c
 }

@@ -77,7 +77,7 @@ func (a *app) groupCmd() *cobra.Command {
 			return t.flush()
 		},
 	}
-	list.Flags().BoolVar(&listJSON, "json", false, "print the API's JSON array of {name,projects,count}")
+	list.Flags().BoolVar(&listJSON, "json", false, "print the API's JSON array of {name,projects,count,created_at,updated_at,updated_by}")
 
 	var showJSON, reveal bool
 	show := &cobra.Command{

@@ -78,6 +78,15 @@ func (t *table) flush() error {
 	return nil
 }
 
+// orDash is a table cell for s; "-" when it is empty (e.g. a date a
+// record written before envlet kept dates does not have).
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 // joinOrDash joins names for a table cell; "-" for none.
 func joinOrDash(names []string) string {
 	if len(names) == 0 {

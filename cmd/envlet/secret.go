@@ -152,7 +152,7 @@ reveal is audited.`,
 	var listJSON bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List secrets: name, kind (text or file) and size, never values",
+		Short: "List secrets: name, kind (text or file), size and creation date, never values",
 		Args:  nArgs(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := base(cmd)
@@ -167,14 +167,14 @@ reveal is audited.`,
 			if listJSON {
 				return printJSON(a.stdout, raw)
 			}
-			t := newTable(a.stdout, "NAME", "KIND", "SIZE")
+			t := newTable(a.stdout, "NAME", "KIND", "SIZE", "CREATED")
 			for _, s := range ss {
-				t.row(s.Name, s.Kind, strconv.Itoa(s.Size))
+				t.row(s.Name, s.Kind, strconv.Itoa(s.Size), orDash(s.CreatedAt))
 			}
 			return t.flush()
 		},
 	}
-	list.Flags().BoolVar(&listJSON, "json", false, "print the API's JSON array of {name,kind,size}")
+	list.Flags().BoolVar(&listJSON, "json", false, "print the API's JSON array of {name,kind,size,created_at,updated_at,updated_by}")
 
 	del := &cobra.Command{
 		Use:   "delete NAME",

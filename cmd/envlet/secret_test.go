@@ -104,9 +104,10 @@ func TestSecret(t *testing.T) {
 		},
 		{
 			name: "List", args: []string{"secret", "list"},
-			reply: `[{"name":"S","kind":"text","size":2},{"name":"TLS","kind":"file","size":344}]`,
+			reply: `[{"name":"S","kind":"text","size":2,"created_at":"2026-12-01T10:00:00Z","updated_at":"2026-12-02T10:00:00Z","updated_by":"alice"},{"name":"TLS","kind":"file","size":344}]`,
 			want:  stubRequest{Method: "GET", Path: "/v1/users/me/secrets"},
-			out:   "NAME  KIND  SIZE\nS     text  2\nTLS   file  344\n",
+			// TLS predates dated records: no date, not a made-up one.
+			out: "NAME  KIND  SIZE  CREATED\nS     text  2     2026-12-01T10:00:00Z\nTLS   file  344   -\n",
 		},
 		{
 			name: "ListOtherUser", args: []string{"secret", "list", "--user", "alice", "--json"},
