@@ -147,6 +147,7 @@ func (a *Agent) adminHandler() http.Handler {
 	h("DELETE /v1/groups/{g}/env/{name}", a.apiDeleteGroupVar)
 	h("POST /v1/groups/{g}/assign", a.apiAssignGroup(false))
 	h("POST /v1/groups/{g}/unassign", a.apiAssignGroup(true))
+	h("GET /v1/secrets", a.apiListAllSecrets) // admin_views.go
 	h("GET /v1/users/{user}/secrets", a.apiListSecrets)
 	h("GET /v1/users/{user}/secrets/{name}", a.apiGetSecret)
 	h("POST /v1/users/{user}/secrets/{name}", a.apiPutSecret(writeCreate))

@@ -42,6 +42,7 @@ func TestAPIContract(t *testing.T) {
 		{"PUT", "/v1/users/me/secrets/S", api.SecretWrite{Value: "s"}, 200, new(api.Secret)},
 		{"PUT", "/v1/users/me/env/FS", api.VariableWrite{FromSecret: "S"}, 200, new(api.Variable)},
 		{"GET", "/v1/users/me/secrets", nil, 200, new([]api.Secret)},
+		{"GET", "/v1/secrets", nil, 200, new([]api.SecretListed)},
 		{"GET", "/v1/users/me/secrets/S?reveal=1", nil, 200, new(api.Secret)},
 		{"POST", "/v1/audit/hmac", api.HMACRequest{Value: "x"}, 200, new(api.HMACReply)},
 		{"POST", "/v1/workloads", api.Registration{ID: "w1", User: "root", Project: "fraud", Match: api.Match{UID: &uid}}, 201, new(api.Registered)},

@@ -270,3 +270,20 @@ type AuditList struct {
 	Truncated bool          `json:"truncated"`
 	Files     []string      `json:"files"`
 }
+
+// Secret visibilities in a SecretListed.
+const (
+	VisibilityPrivate = "private" // the caller's own private secret
+	VisibilityProject = "project" // a secret of Project, shared with its members
+)
+
+// SecretListed is one secret of GET /v1/secrets: every secret the caller
+// can read as a user (their private ones, then those of each project they
+// are a member or owner of), never a value.
+type SecretListed struct {
+	Name       string `json:"name"`
+	Kind       string `json:"kind"` // SecretText or SecretFile
+	Size       int    `json:"size"`
+	Visibility string `json:"visibility"`        // VisibilityPrivate or VisibilityProject
+	Project    string `json:"project,omitempty"` // with VisibilityProject
+}

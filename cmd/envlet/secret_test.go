@@ -104,9 +104,15 @@ func TestSecret(t *testing.T) {
 		},
 		{
 			name: "List", args: []string{"secret", "list"},
-			reply: `[{"name":"S","kind":"text","size":2},{"name":"TLS","kind":"file","size":344}]`,
-			want:  stubRequest{Method: "GET", Path: "/v1/users/me/secrets"},
-			out:   "NAME  KIND  SIZE\nS     text  2\nTLS   file  344\n",
+			reply: `[{"name":"S","kind":"text","size":2,"visibility":"private"},{"name":"TLS","kind":"file","size":344,"visibility":"project","project":"fraud"}]`,
+			want:  stubRequest{Method: "GET", Path: "/v1/secrets"},
+			out:   "NAME  KIND  SIZE  VISIBILITY\nS     text  2     private\nTLS   file  344   project fraud\n",
+		},
+		{
+			name: "ListProject", args: []string{"secret", "list", "--project", "fraud", "--json"},
+			reply: `[]`,
+			want:  stubRequest{Method: "GET", Path: "/v1/secrets", Query: "project=fraud"},
+			out:   "[]\n",
 		},
 		{
 			name: "ListOtherUser", args: []string{"secret", "list", "--user", "alice", "--json"},

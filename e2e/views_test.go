@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// Whole views (issue 12 §4), each over the real admin socket as real
+// other uids: what one user can read across the places it is kept.
+
+// secretListed is one line of `secret list --json` across owners.
+type secretListed struct {
+	Name       string `json:"name"`
+	Kind       string `json:"kind"`
+	Size       int    `json:"size"`
+	Visibility string `json:"visibility"`
+	Project    string `json:"project"`
+}
+
+func (a *agentProc) secretsAs(uid uint32, args ...string) []secretListed {
+	a.t.Helper()
+	var got []secretListed
+	if err := json.Unmarshal([]byte(a.mustAs(uid, append([]string{"secret", "list", "--json"}, args...)...)), &got); err != nil {
+		a.t.Fatal(err)
+	}
+	return got
+}
+
+func secretKeys(ss []secretListed) string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.Visibility+":"+s.Project+":"+s.Name)
+	}
+	return strings.Join(out, " ")
+}
+
+// TestViewsSecretListAcrossProjects: `secret list` with no --project
+// shows a user's private secrets and those of each project they are in,
+// with their visibility, and nothing of a project they are not in nor of
+// another user; --project P narrows it, and is refused for a project the
+// caller is not in.
+func TestViewsSecretListAcrossProjects(t *testing.T) {
+	a := startAgent(t, "")
+	u := freeUIDs(t, 3)
+	alice, bob, outsider := u[0], u[1], u[2]
+	for _, p := range []string{"alpha", "beta", "gamma"} {
+		a.cli("project", "create", p)
+	}
+	a.cli("project", "add-member", "alpha", uidName(alice))
+	a.cli("project", "add-member", "--owner", "beta", uidName(alice))
+	a.cli("project", "add-member", "gamma", uidName(bob))
+	const canary = "canary-views-secret-list-5e2a"
+	a.mustAs(alice, "secret", "create", "MINE", canary)
+	a.mustAs(bob, "secret", "create", "BOBS", canary)
+	a.cli("secret", "create", "--project", "alpha", "A_KEY", canary)
+	a.cli("secret", "create", "--project", "beta", "B_KEY", canary+"-longer")
+	a.cli("secret", "create", "--project", "gamma", "G_KEY", canary)
+
+	if got, want := secretKeys(a.secretsAs(alice)), "private::MINE project:alpha:A_KEY project:beta:B_KEY"; got != want {
+		t.Errorf("alice's secret list: %s, want %s", got, want)
+	}
+	if got, want := secretKeys(a.secretsAs(alice, "--project", "beta")), "project:beta:B_KEY"; got != want {
+		t.Errorf("alice's secret list --project beta: %s, want %s", got, want)
+	}
+	if got, want := secretKeys(a.secretsAs(bob)), "private::BOBS project:gamma:G_KEY"; got != want {
+		t.Errorf("bob's secret list: %s, want %s", got, want)
+	}
+	if got := a.secretsAs(outsider); len(got) != 0 {
+		t.Errorf("a user in no project with no secrets lists %v", got)
+	}
+	// The table has the visibility column.
+	table := a.mustAs(alice, "secret", "list")
+	for _, want := range []string{"VISIBILITY", "MINE", "private", "project alpha", "project beta"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("secret list table lacks %q:\n%s", want, table)
+		}
+	}
+	// Refusals: a project the caller is not in, and one that does not
+	// exist, alike (no hint which projects exist); an admin gets
+	// PROJECT_NOT_FOUND for a missing one.
+	a.refusedAs(alice, "PERMISSION_DENIED", "secret", "list", "--project", "gamma")
+	a.refusedAs(alice, "PERMISSION_DENIED", "secret", "list", "--project", "nosuch")
+	a.refusedAs(outsider, "PERMISSION_DENIED", "secret", "list", "--project", "alpha", "--json")
+	a.refusedAs(0, "PROJECT_NOT_FOUND", "secret", "list", "--project", "nosuch")
+	if got := secretKeys(a.secretsAs(0, "--project", "gamma")); got != "project:gamma:G_KEY" {
+		t.Errorf("an admin's secret list --project gamma: %s", got)
+	}
+	a.noCanary(canary)
+}
