@@ -231,6 +231,7 @@ type varJSON struct {
 	Secret     bool   `json:"secret"`
 	Masked     bool   `json:"masked"`
 	FromSecret string `json:"from_secret,omitempty"` // the value is this secret's, resolved per workload
+	Source     string `json:"source,omitempty"`      // in a project's whole view: project or group:NAME (admin_views.go)
 }
 
 func showVar(r *http.Request, name string, v *variable, reveal bool) varJSON {
@@ -715,6 +716,9 @@ func (a *Agent) apiListProjectEnv(r *http.Request, c *caller) (any, int, error) 
 	out := showVars(r, p.vars, reveal)
 	if reveal {
 		a.auditReveal(c, "project:"+name, maskedNames(out))
+	}
+	if wantGroups(r) {
+		out = a.withGroupVars(r, c, p, out) // admin_views.go
 	}
 	return out, 200, nil
 }

@@ -54,3 +54,47 @@ func (a *Agent) memberProjects(user string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// wantGroups reports whether a project env listing asks for the whole
+// view: ?groups=1.
+func wantGroups(r *http.Request) bool {
+	v := r.URL.Query().Get("groups")
+	return v == "1" || v == "true"
+}
+
+// projectGroups is the live groups a project's workloads draw from, in
+// the order they apply: lowest first, the last wins. Called with a.mu
+// held.
+func (m *model) projectGroups(p *project) []string {
+	var out []string
+	for _, gn := range p.meta.Groups {
+		if m.liveGroup(gn) != nil {
+			out = append(out, gn)
+		}
+	}
+	return out
+}
+
+// withGroupVars is a project's whole view: own, the project's variables
+// (source project), then those its groups give, highest first (the
+// group that wins comes first), each group's by name, source group:NAME.
+// Group values are masked as `group show` masks them: admins alone may
+// reveal. Called with a.mu held.
+func (a *Agent) withGroupVars(r *http.Request, c *caller, p *project, own []varJSON) []varJSON {
+	for i := range own {
+		own[i].Source = layerProject
+	}
+	reveal := wantReveal(r) && c.admin
+	groups := a.model.projectGroups(p)
+	for i := len(groups) - 1; i >= 0; i-- {
+		vars := showVars(r, a.model.groups[groups[i]].vars, reveal)
+		if reveal {
+			a.auditReveal(c, layerGroup+groups[i], maskedNames(vars))
+		}
+		for j := range vars {
+			vars[j].Source = layerGroup + groups[i]
+		}
+		own = append(own, vars...)
+	}
+	return own
+}

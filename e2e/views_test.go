@@ -88,3 +88,62 @@ func TestViewsSecretListAcrossProjects(t *testing.T) {
 	}
 	a.noCanary(canary)
 }
+
+// TestViewsProjectEnvWithGroups: `project env list P` shows the project's
+// own variables, then its groups', highest first, each with its source
+// and masked as usual (a group's masked values stay masked to everyone
+// but admins, even with --reveal); --own only the project's own; a user
+// not in the project is refused.
+func TestViewsProjectEnvWithGroups(t *testing.T) {
+	a := startAgent(t, "")
+	u := freeUIDs(t, 3)
+	owner, member, outsider := u[0], u[1], u[2]
+	a.cli("project", "create", "p")
+	a.cli("project", "add-member", "--owner", "p", uidName(owner))
+	a.cli("project", "add-member", "p", uidName(member))
+	const canary = "canary-views-group-token-91c3"
+	a.cli("group", "create", "g1")
+	a.cli("group", "create", "g2")
+	a.cli("group", "set", "g1", "FOO", "from-g1")
+	a.cli("group", "set", "g1", "BAR", "bar-g1")
+	a.cli("group", "set", "g2", "BAR", "bar-g2")
+	a.cli("group", "set", "g2", "G2_TOKEN", canary)
+	a.cli("project", "groups", "p", "g1", "g2")
+	a.mustAs(owner, "project", "env", "set", "p", "FOO", "own")
+
+	want := "FOO=own\n# group:g2 (read-only)\nBAR=bar-g2\nG2_TOKEN=********\n# group:g1 (read-only)\nBAR=bar-g1\nFOO=from-g1\n"
+	for _, uid := range []uint32{member, owner} {
+		if got := a.mustAs(uid, "project", "env", "list", "p"); got != want {
+			t.Errorf("project env list p as %d:\n%s\nwant\n%s", uid, got, want)
+		}
+		// --reveal does not reveal a group's masked value to a non-admin.
+		if got := a.mustAs(uid, "project", "env", "list", "p", "--reveal"); !strings.Contains(got, "G2_TOKEN=********") {
+			t.Errorf("project env list p --reveal as %d shows a group's masked value:\n%s", uid, got)
+		}
+		if got := a.mustAs(uid, "project", "env", "list", "p", "--own"); got != "FOO=own\n" {
+			t.Errorf("project env list p --own as %d: %q", uid, got)
+		}
+	}
+	var vars []struct {
+		Name, Value, Source string
+		Masked              bool
+	}
+	if err := json.Unmarshal([]byte(a.mustAs(member, "project", "env", "list", "p", "--json")), &vars); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range vars {
+		got = append(got, v.Source+":"+v.Name)
+	}
+	if g, w := strings.Join(got, " "), "project:FOO group:g2:BAR group:g2:G2_TOKEN group:g1:BAR group:g1:FOO"; g != w {
+		t.Errorf("project env list --json sources: %s, want %s", g, w)
+	}
+	a.noCanary(canary)
+	// An admin may reveal a group's values.
+	if got := a.cli("project", "env", "list", "p", "--reveal"); !strings.Contains(got, "G2_TOKEN="+canary) {
+		t.Errorf("an admin's project env list --reveal: %s", got)
+	}
+	a.refusedAs(outsider, "PERMISSION_DENIED", "project", "env", "list", "p")
+	a.refusedAs(outsider, "PERMISSION_DENIED", "project", "env", "list", "p", "--json")
+	a.refusedAs(outsider, "PERMISSION_DENIED", "project", "env", "list", "nosuch")
+}

@@ -53,6 +53,9 @@ type Variable struct {
 	Secret     bool   `json:"secret"`
 	Masked     bool   `json:"masked"`
 	FromSecret string `json:"from_secret,omitempty"`
+	// Source is set in GET /v1/projects/{p}/env?groups=1: "project" for
+	// the project's own variables, "group:NAME" for those a group gives.
+	Source string `json:"source,omitempty"`
 }
 
 // VariableWrite is the body of a variable write (POST create, PUT set,

@@ -432,12 +432,20 @@ func TestProject(t *testing.T) {
 		},
 		{
 			name: "EnvList", args: []string{"project", "env", "list", "fraud"},
+			reply: `[{"name":"FOO","value":"bar","secret":false,"masked":false,"source":"project"},` +
+				`{"name":"FOO","value":"g2","secret":false,"masked":false,"source":"group:two"},` +
+				`{"name":"API_TOKEN","value":"********","secret":false,"masked":true,"source":"group:one"}]`,
+			want: stubRequest{Method: "GET", Path: "/v1/projects/fraud/env", Query: "groups=1"},
+			out:  "FOO=bar\n# group:two (read-only)\nFOO=g2\n# group:one (read-only)\nAPI_TOKEN=********\n",
+		},
+		{
+			name: "EnvListOwn", args: []string{"project", "env", "list", "fraud", "--own"},
 			reply: "[" + varFoo + "," + varMasked + "]",
 			want:  stubRequest{Method: "GET", Path: "/v1/projects/fraud/env"},
 			out:   "FOO=bar\nAPI_TOKEN=********\n",
 		},
 		{
-			name: "EnvListRevealJSON", args: []string{"project", "env", "list", "fraud", "--reveal", "--json"},
+			name: "EnvListRevealJSON", args: []string{"project", "env", "list", "fraud", "--own", "--reveal", "--json"},
 			reply: "[]",
 			want:  stubRequest{Method: "GET", Path: "/v1/projects/fraud/env", Query: "reveal=1"},
 			out:   "[]\n",
