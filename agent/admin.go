@@ -135,6 +135,7 @@ func (a *Agent) adminHandler() http.Handler {
 	h("DELETE /v1/projects/{p}", a.apiDeleteProject)
 	h("POST /v1/projects/{p}/members", a.apiAddMember)
 	h("DELETE /v1/projects/{p}/members/{user}", a.apiRemoveMember)
+	h("DELETE /v1/projects/{p}/members/me", a.apiLeaveProject) // admin_views.go
 	h("GET /v1/projects/{p}/env", a.apiListProjectEnv)
 	h("PUT /v1/projects/{p}/env/{name}", a.apiPutProjectVar)
 	h("DELETE /v1/projects/{p}/env/{name}", a.apiDeleteProjectVar)
@@ -669,6 +670,9 @@ func (a *Agent) apiRemoveMember(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, err
 	}
 	user := r.PathValue("user")
+	if user == c.user {
+		return a.apiLeaveProject(r, c) // as project leave: not the last owner (admin_views.go)
+	}
 	err = a.updateProject(r.Context(), name, func(m *projectMeta) error {
 		if !contains(m.Owners, user) && !contains(m.Members, user) {
 			return errorf(CodeNotFoundGeneric, "%s is not a member of project %s", clipIdent(user), name)

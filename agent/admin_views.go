@@ -98,3 +98,29 @@ func (a *Agent) withGroupVars(r *http.Request, c *caller, p *project, own []varJ
 	}
 	return own
 }
+
+// apiLeaveProject is DELETE /v1/projects/{p}/members/me (project leave):
+// a member or owner removes themselves; an owner only while another
+// owner remains. Their account variables and private secrets stay theirs
+// (they just stop reaching the project's workloads).
+func (a *Agent) apiLeaveProject(r *http.Request, c *caller) (any, int, error) {
+	name, err := a.projectFor(r, c, "member")
+	if err != nil {
+		return nil, 0, err
+	}
+	err = a.updateProject(r.Context(), name, func(m *projectMeta) error {
+		switch {
+		case !contains(m.Owners, c.user) && !contains(m.Members, c.user):
+			return errorf(CodeNotFoundGeneric, "%s is not a member of project %s", clipIdent(c.user), name)
+		case contains(m.Owners, c.user) && len(m.Owners) == 1:
+			return errorf(CodeLastOwner, "%s is the only owner of project %s: add another owner before leaving", clipIdent(c.user), name)
+		}
+		m.Owners, m.Members = remove(m.Owners, c.user), remove(m.Members, c.user)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	a.audit.write(auditRecord{Action: "leave", Scope: "project:" + name, Name: c.user, Socket: "admin"}, &c.peer, c.user)
+	return nil, http.StatusNoContent, nil
+}

@@ -147,3 +147,49 @@ func TestViewsProjectEnvWithGroups(t *testing.T) {
 	a.refusedAs(outsider, "PERMISSION_DENIED", "project", "env", "list", "p", "--json")
 	a.refusedAs(outsider, "PERMISSION_DENIED", "project", "env", "list", "nosuch")
 }
+
+// TestViewsProjectLeave: a member leaves a project and no longer reaches
+// it, their account variables kept; an owner leaves only while another
+// owner remains (PROJECT_LAST_OWNER, nothing changed); a user not in the
+// project is refused, for a missing project alike.
+func TestViewsProjectLeave(t *testing.T) {
+	a := startAgent(t, "")
+	u := freeUIDs(t, 4)
+	owner1, owner2, member, outsider := u[0], u[1], u[2], u[3]
+	a.cli("project", "create", "p")
+	a.cli("project", "add-member", "--owner", "p", uidName(owner1))
+	a.cli("project", "add-member", "--owner", "p", uidName(owner2))
+	a.cli("project", "add-member", "p", uidName(member))
+	a.mustAs(member, "env", "set", "MINE", "kept")
+	a.mustAs(member, "secret", "create", "MY_SECRET", "kept-too")
+
+	a.refusedAs(outsider, "PERMISSION_DENIED", "project", "leave", "p")
+	a.refusedAs(outsider, "PERMISSION_DENIED", "project", "leave", "nosuch")
+	a.refusedAs(0, "NOT_FOUND", "project", "leave", "p") // an admin not in it
+
+	a.mustAs(member, "project", "leave", "p")
+	a.refusedAs(member, "PERMISSION_DENIED", "project", "show", "p")
+	a.refusedAs(member, "PERMISSION_DENIED", "project", "leave", "p") // no longer in it
+	if got := a.mustAs(member, "env", "list"); got != "MINE=kept\n" {
+		t.Errorf("the member's account variables after leaving: %q", got)
+	}
+	if got := secretKeys(a.secretsAs(member)); got != "private::MY_SECRET" {
+		t.Errorf("the member's secrets after leaving: %s", got)
+	}
+
+	a.mustAs(owner1, "project", "leave", "p") // owner2 remains
+	msg := a.refusedAs(owner2, "PROJECT_LAST_OWNER", "project", "leave", "p")
+	if !strings.Contains(msg, "only owner") {
+		t.Errorf("the last owner's refusal does not say why: %s", msg)
+	}
+	var p struct{ Owners, Members []string }
+	if err := json.Unmarshal([]byte(a.mustAs(owner2, "project", "show", "p", "--json")), &p); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(p.Owners, ",") != uidName(owner2) || len(p.Members) != 0 {
+		t.Errorf("project p after the leaves: %+v, want owner %s alone", p, uidName(owner2))
+	}
+	if out := a.cli("audit", "list", "--action", "leave", "--json"); strings.Count(out, `"action": "leave"`) != 2 {
+		t.Errorf("audit list --action leave: want 2 records:\n%s", out)
+	}
+}

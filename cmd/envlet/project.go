@@ -107,6 +107,14 @@ func (a *app) projectCmd() *cobra.Command {
 		return apiPath("/v1/projects/%s/members/%s", "project", args[0], "USER", args[1])
 	}, nil)
 
+	leave := a.requestCmd(&cobra.Command{
+		Use:   "leave P",
+		Short: "Leave a project (an owner only while another owner remains); your account variables stay yours",
+		Args:  nArgs(1, 1),
+	}, http.MethodDelete, func(args []string) (string, error) {
+		return apiPath("/v1/projects/%s/members/me", "project", args[0])
+	}, nil)
+
 	groups := a.requestCmd(&cobra.Command{
 		Use:   "groups P [G1 G2 …]",
 		Short: "Set a project's variable groups, in order (a later group wins); none clears them",
@@ -118,7 +126,7 @@ func (a *app) projectCmd() *cobra.Command {
 			return api.ProjectGroups{Groups: g}
 		})
 
-	cmd.AddCommand(create, list, show, del, addMember, removeMember, a.projectEnvCmd(), groups)
+	cmd.AddCommand(create, list, show, del, addMember, removeMember, leave, a.projectEnvCmd(), groups)
 	return cmd
 }
 
