@@ -164,6 +164,7 @@ func (a *Agent) adminHandler() http.Handler {
 	h("POST /v1/workloads", a.apiRegisterWorkload)
 	h("DELETE /v1/workloads/{id}", a.apiDeleteWorkload)
 	h("GET /v1/explain", a.apiExplain)
+	h("POST /v1/explain", a.apiExplainPreview) // admin_views.go
 	mux.HandleFunc("POST /v1/runs", a.serveRun)
 	h("PUT /v1/workloads/{id}", a.apiUpdateWorkload)
 	h("GET /v1/audit", a.apiAuditList)
@@ -909,6 +910,17 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 		// Project variables are for members: a pair explain would show them.
 		return nil, 0, errorf(CodeDenied, "%s may explain only projects they are a member of", c.user)
 	}
+	scope := "user:" + user + ",project:" + project
+	if w != nil {
+		scope = "workload:" + w.reg.ID
+	}
+	return a.explain(r, c, user, p, a.layersFor(user, project, w), scope), 200, nil
+}
+
+// explain is explain's answer for user in project p (nil: none) from
+// layers, highest first; reveals are audited under scope. Called with
+// a.mu held.
+func (a *Agent) explain(r *http.Request, c *caller, user string, p *project, layers []layer, scope string) []explainJSON {
 	// Who may see a masked value in clear, by layer: admins every layer;
 	// the user their own account layer; a project owner the project's.
 	canReveal := func(layer string) bool {
@@ -926,7 +938,6 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 	}
 	var revealed []string
 	out := []explainJSON{}
-	layers := a.layersFor(user, project, w)
 	for _, l := range layers {
 		for _, lo := range l.leftOut {
 			out = append(out, explainJSON{Name: lo.name, Layer: l.name, Overrides: []string{}, LeftOut: lo.reason})
@@ -951,10 +962,6 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 		}
 		out = append(out, e)
 	}
-	scope := "user:" + user + ",project:" + project
-	if w != nil {
-		scope = "workload:" + w.reg.ID
-	}
 	a.auditReveal(c, scope, revealed)
-	return out, 200, nil
+	return out
 }

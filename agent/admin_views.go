@@ -124,3 +124,75 @@ func (a *Agent) apiLeaveProject(r *http.Request, c *caller) (any, int, error) {
 	a.audit.write(auditRecord{Action: "leave", Scope: "project:" + name, Name: c.user, Socket: "admin"}, &c.peer, c.user)
 	return nil, http.StatusNoContent, nil
 }
+
+// checkExecution applies the variable rules to a tentative execution
+// layer (envlet run, explain's preview), the first bad name in name order
+// so the answer is the same every time.
+func (a *Agent) checkExecution(execution map[string]string) error {
+	names := make([]string, 0, len(execution))
+	for n := range execution {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := a.checkName(n); err != nil {
+			return err
+		}
+		if err := a.checkValue(n, []byte(execution[n])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apiExplainPreview is POST /v1/explain (explain --project P -e …): what
+// a new workload of the caller (an admin: of any user) in P would start
+// with, the tentative overrides its execution layer, before anything is
+// registered. The caller must be a member of P, as for envlet run.
+func (a *Agent) apiExplainPreview(r *http.Request, c *caller) (any, int, error) {
+	var req api.ExplainPreview
+	if err := decodeBody(r, &req); err != nil {
+		return nil, 0, err
+	}
+	// The overrides' values: wiped once the reply holds its copies.
+	defer func() {
+		for _, s := range valueStrings(&req) {
+			wipeString(s)
+		}
+	}()
+	user := req.User
+	if user == "" || user == "me" {
+		user = c.user
+	}
+	if !validIdent(user) || !validIdent(req.Project) {
+		return nil, 0, errorf(CodeInvalidRequest, "a preview needs a valid project (--project P) and user")
+	}
+	if user != c.user && !c.admin {
+		return nil, 0, errorf(CodeDenied, "%s may explain only their own workloads", c.user)
+	}
+	if err := a.checkExecution(req.Execution); err != nil {
+		return nil, 0, err
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	p := a.model.liveProject(req.Project)
+	switch {
+	case p == nil && c.admin:
+		return nil, 0, errorf(CodeProjectNotFound, "project %s does not exist", req.Project)
+	case p == nil || !c.admin && !p.isMember(c.user):
+		// As everywhere: a missing project is refused as one the caller
+		// is not in.
+		return nil, 0, errorf(CodeDenied, "%s may explain only projects they are a member of", c.user)
+	}
+	exe := layer{name: layerExecution}
+	for n, v := range req.Execution {
+		exe.vars = append(exe.vars, layerVar{name: n, value: []byte(v)})
+	}
+	layers := append([]layer{exe}, a.layersFor(user, req.Project, nil)...)
+	defer func() {
+		for _, v := range exe.vars {
+			clear(v.value)
+		}
+	}()
+	return a.explain(r, c, user, p, layers, "user:"+user+",project:"+req.Project+",preview"), 200, nil
+}

@@ -193,3 +193,81 @@ func TestViewsProjectLeave(t *testing.T) {
 		t.Errorf("audit list --action leave: want 2 records:\n%s", out)
 	}
 }
+
+// TestViewsExplainPreview: `explain --project P -e NAME=VALUE` shows what
+// a new workload of the caller in P would start with, the overrides as
+// its execution layer (an empty value clears), and it is what `envlet
+// run` with the same -e then gives the program; nothing is registered.
+// A non-member, a member previewing another user, and bad names are
+// refused.
+func TestViewsExplainPreview(t *testing.T) {
+	a := startAgent(t, "PATH = /usr/bin:/bin")
+	u := freeUIDs(t, 3)
+	owner, member, outsider := u[0], u[1], u[2]
+	a.cli("project", "create", "p")
+	a.cli("project", "add-member", "--owner", "p", uidName(owner))
+	a.cli("project", "add-member", "p", uidName(member))
+	a.cli("group", "create", "g")
+	a.cli("group", "set", "g", "FROM_GROUP", "g")
+	a.cli("group", "set", "g", "LEVEL", "group")
+	a.cli("group", "assign", "g", "p")
+	a.mustAs(owner, "project", "env", "set", "p", "LEVEL", "project")
+	a.mustAs(owner, "project", "env", "set", "p", "GONE", "project")
+	a.mustAs(member, "env", "set", "MINE", "account")
+	const canary = "canary-views-preview-token-3f70"
+	args := []string{"--project", "p", "-e", "LEVEL=exec", "-e", "GONE=", "-e", "NEW_TOKEN=" + canary}
+
+	ex := a.explainAs(member, args...)
+	for name, want := range map[string]string{"LEVEL": "execution", "GONE": "execution", "NEW_TOKEN": "execution",
+		"MINE": "account", "FROM_GROUP": "group:g", "PATH": "platform"} {
+		if e := ex[name]; len(e) != 1 || e[0].Layer != want {
+			t.Errorf("preview %s: %+v, want layer %s", name, e, want)
+		}
+	}
+	if e := ex["LEVEL"]; len(e) == 1 && (e[0].Value != "exec" || strings.Join(e[0].Overrides, ",") != "project,group:g") {
+		t.Errorf("preview LEVEL: %+v, want exec over project,group:g", e[0])
+	}
+	if e := ex["GONE"]; len(e) == 1 && !e[0].Cleared {
+		t.Errorf("preview GONE: %+v, want cleared", e[0])
+	}
+	if e := ex["NEW_TOKEN"]; len(e) == 1 && (!e[0].Masked || e[0].Value == canary) {
+		t.Errorf("preview NEW_TOKEN is not masked: %+v", e[0])
+	}
+	if table := a.mustAs(member, append([]string{"explain"}, args...)...); !strings.Contains(table, "(cleared)") || !strings.Contains(table, "execution") {
+		t.Errorf("explain preview table:\n%s", table)
+	}
+	// Nothing was registered.
+	if got := a.cli("workload", "list", "--json"); strings.TrimSpace(got) != "[]" {
+		t.Errorf("a preview registered something: %s", got)
+	}
+	a.noCanary(canary)
+
+	// What the preview said is what a run with the same -e gives.
+	r := a.runCLI(member, append(append([]string{"run"}, args...), "--", "env")...)
+	if r.code != 0 {
+		t.Fatalf("envlet run: %s", r)
+	}
+	env := envOf(r.stdout)
+	for name, e := range ex {
+		got, ok := env[name]
+		switch {
+		case e[0].Cleared && ok:
+			t.Errorf("preview cleared %s, the run has %q", name, got)
+		case !e[0].Cleared && !ok:
+			t.Errorf("preview has %s, the run does not", name)
+		case !e[0].Cleared && !e[0].Masked && got != e[0].Value:
+			t.Errorf("preview %s=%q, the run %q", name, e[0].Value, got)
+		}
+	}
+
+	a.refusedAs(outsider, "PERMISSION_DENIED", "explain", "--project", "p", "-e", "A=1")
+	a.refusedAs(outsider, "PERMISSION_DENIED", "explain", "--project", "p", "--json")
+	a.refusedAs(outsider, "PERMISSION_DENIED", "explain", "--project", "nosuch")
+	a.refusedAs(member, "PERMISSION_DENIED", "explain", "--user", uidName(owner), "--project", "p", "-e", "A=1")
+	a.refusedAs(member, "ENV_VAR_INVALID_NAME", "explain", "--project", "p", "-e", "1BAD=x")
+	a.refusedAs(0, "PROJECT_NOT_FOUND", "explain", "--project", "nosuch", "-e", "A=1")
+	// An admin previews for a user.
+	if e := a.explainAs(0, "--user", uidName(member), "--project", "p", "-e", "A=1")["MINE"]; len(e) != 1 || e[0].Layer != "account" {
+		t.Errorf("an admin's preview for the member: MINE %+v", e)
+	}
+}

@@ -210,6 +210,16 @@ type Explained struct {
 	Overrides []string `json:"overrides"`
 }
 
+// ExplainPreview is the body of POST /v1/explain: what a new workload of
+// User (empty: the caller) in Project would start with, Execution taken as
+// its execution layer (an empty value clears the name), before anything is
+// registered. The reply is GET /v1/explain's.
+type ExplainPreview struct {
+	User      string            `json:"user,omitempty"`
+	Project   string            `json:"project"`
+	Execution map[string]string `json:"execution,omitempty"`
+}
+
 // RunRequest is the body of POST /v1/runs (envlet run): a short-lived
 // registration for the caller's own uid, user and a project they are a
 // member of. Execution is the execution layer (an empty value clears the

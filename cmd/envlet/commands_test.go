@@ -592,12 +592,26 @@ func TestExplain(t *testing.T) {
 			errOut: "envlet: USAGE: explain: give --workload, or --user and --project, not both\n", code: 2,
 		},
 		{
+			name: "Preview", args: []string{"explain", "--project", "fraud", "-e", "A=1", "-e", "B=", "--json"},
+			reply: "[]",
+			want:  stubRequest{Method: "POST", Path: "/v1/explain", Body: `{"project":"fraud","execution":{"A":"1","B":""}}`},
+			out:   "[]\n",
+		},
+		{
+			name: "PreviewBadE", args: []string{"explain", "--project", "fraud", "-e", "secretvalue"},
+			errOut: "envlet: USAGE: explain: -e number 1 is not NAME=VALUE\n", code: 2,
+		},
+		{
+			name: "PreviewNotWorkload", args: []string{"explain", "--workload", "w", "-e", "A=1"},
+			errOut: "envlet: USAGE: explain: -e previews a new workload: give it with --project P, not --workload\n", code: 2,
+		},
+		{
 			name: "Neither", args: []string{"explain"},
-			errOut: "envlet: USAGE: explain: give --workload ID, or --user U and --project P\n", code: 2,
+			errOut: "envlet: USAGE: explain: give --workload ID, or --project P (and --user U)\n", code: 2,
 		},
 		{
 			name: "UserOnly", args: []string{"explain", "--user", "alice"},
-			errOut: "envlet: USAGE: explain: give --workload ID, or --user U and --project P\n", code: 2,
+			errOut: "envlet: USAGE: explain: give --workload ID, or --project P (and --user U)\n", code: 2,
 		},
 		{
 			name: "WorkloadNotFound", args: []string{"explain", "--workload", "nope"},
