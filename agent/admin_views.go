@@ -62,19 +62,6 @@ func wantGroups(r *http.Request) bool {
 	return v == "1" || v == "true"
 }
 
-// projectGroups is the live groups a project's workloads draw from, in
-// the order they apply: lowest first, the last wins. Called with a.mu
-// held.
-func (m *model) projectGroups(p *project) []string {
-	var out []string
-	for _, gn := range p.meta.Groups {
-		if m.liveGroup(gn) != nil {
-			out = append(out, gn)
-		}
-	}
-	return out
-}
-
 // withGroupVars is a project's whole view: own, the project's variables
 // (source project), then those its groups give, highest first (the
 // group that wins comes first), each group's by name, source group:NAME.

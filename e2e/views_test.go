@@ -271,3 +271,92 @@ func TestViewsExplainPreview(t *testing.T) {
 		t.Errorf("an admin's preview for the member: MINE %+v", e)
 	}
 }
+
+// TestViewsGroupAllProjects: `group assign G --all-projects` puts G in
+// every project's order, present and future, below the project's own
+// groups; it is stored with the group (it survives a restart, on both
+// backends), explain and project env list show it as group:G, and
+// `group unassign G --all-projects` undoes it. Only admins assign.
+func TestViewsGroupAllProjects(t *testing.T) {
+	t.Run("local", func(t *testing.T) { testGroupAllProjects(t, startAgent(t, "PATH = /usr/bin:/bin")) })
+	t.Run("etcd", func(t *testing.T) {
+		c := sharedE2EEtcd(t)
+		testGroupAllProjects(t, startEtcdAgent(t, c.Endpoints(), uniquePrefix(), newKeyRing(t)))
+	})
+}
+
+func testGroupAllProjects(t *testing.T, a *agentProc) {
+	u := freeUIDs(t, 3)
+	owner, member, outsider := u[0], u[1], u[2]
+	a.cli("project", "create", "p1")
+	a.cli("project", "add-member", "--owner", "p1", uidName(owner))
+	a.cli("project", "add-member", "p1", uidName(member))
+	a.cli("group", "create", "shared")
+	a.cli("group", "set", "shared", "SHARED_ONLY", "shared")
+	a.cli("group", "set", "shared", "OVER", "shared")
+	a.cli("group", "create", "own")
+	a.cli("group", "set", "own", "OVER", "own")
+	a.cli("group", "assign", "own", "p1")
+	a.register(map[string]any{"id": "wm", "user": uidName(member), "project": "p1", "match": map[string]any{"uid": member}})
+
+	for _, uid := range []uint32{owner, member, outsider} {
+		a.refusedAs(uid, "PERMISSION_DENIED", "group", "assign", "shared", "--all-projects")
+	}
+	a.cli("group", "assign", "shared", "--all-projects")
+	a.cli("group", "assign", "shared", "--all-projects") // again: no change, no error
+
+	check := func(when string) {
+		t.Helper()
+		env, r := a.launchEnv(member, member)
+		if r.code != 0 {
+			t.Fatalf("%s: launch: %s", when, r)
+		}
+		checkEnv(t, env, map[string]string{"SHARED_ONLY": "shared", "OVER": "own"})
+		ex := a.explainAs(member, "--workload", "wm")
+		if e := ex["SHARED_ONLY"]; len(e) != 1 || e[0].Layer != "group:shared" {
+			t.Errorf("%s: explain SHARED_ONLY: %+v, want group:shared", when, e)
+		}
+		if e := ex["OVER"]; len(e) != 1 || e[0].Layer != "group:own" || strings.Join(e[0].Overrides, ",") != "group:shared" {
+			t.Errorf("%s: explain OVER: %+v, want the project's own group over group:shared", when, e)
+		}
+		want := "# group:own (read-only)\nOVER=own\n# group:shared (read-only)\nOVER=shared\nSHARED_ONLY=shared\n"
+		if got := a.mustAs(member, "project", "env", "list", "p1"); got != want {
+			t.Errorf("%s: project env list p1:\n%s\nwant\n%s", when, got, want)
+		}
+	}
+	check("assigned")
+
+	// A project created later has it too.
+	a.cli("project", "create", "p2")
+	a.cli("project", "add-member", "p2", uidName(outsider))
+	if e := a.explainAs(outsider, "--project", "p2")["SHARED_ONLY"]; len(e) != 1 || e[0].Layer != "group:shared" {
+		t.Errorf("a project created after: explain SHARED_ONLY %+v", e)
+	}
+	// Members of any project see the group; list and show say all.
+	if out := a.mustAs(outsider, "group", "show", "shared", "--json"); !strings.Contains(out, `"all_projects": true`) {
+		t.Errorf("group show shared as a member of p2: %s", out)
+	}
+	if out := a.mustAs(outsider, "group", "list"); !strings.Contains(out, "(all)") {
+		t.Errorf("group list as a member of p2:\n%s", out)
+	}
+
+	a.restart()
+	check("after a restart")
+
+	for _, uid := range []uint32{owner, member} {
+		a.refusedAs(uid, "PERMISSION_DENIED", "group", "unassign", "shared", "--all-projects")
+	}
+	a.cli("group", "unassign", "shared", "--all-projects")
+	a.refusedAs(0, "NOT_FOUND", "group", "unassign", "shared", "--all-projects")
+	env, r := a.launchEnv(member, member)
+	if r.code != 0 {
+		t.Fatalf("launch: %s", r)
+	}
+	if v, ok := env["SHARED_ONLY"]; ok {
+		t.Errorf("after unassign --all-projects the workload still gets SHARED_ONLY=%q", v)
+	}
+	a.refusedAs(outsider, "PERMISSION_DENIED", "group", "show", "shared")
+	if out := a.cli("audit", "list", "--group", "shared", "--json"); !strings.Contains(out, "(all projects)") {
+		t.Errorf("audit list --group shared has no all-projects record:\n%s", out)
+	}
+}

@@ -100,10 +100,14 @@ type ProjectGroups struct {
 
 // Group is a group in a reply; lists leave Variables out.
 type Group struct {
-	Name      string     `json:"name"`
-	Projects  []string   `json:"projects"`
-	Count     int        `json:"count"`
-	Variables []Variable `json:"variables,omitempty"`
+	Name string `json:"name"`
+	// AllProjects: the group is in every project's order, present and
+	// future, below the project's own groups; Projects lists those it is
+	// assigned to by name (a non-admin: only their own).
+	AllProjects bool       `json:"all_projects,omitempty"`
+	Projects    []string   `json:"projects"`
+	Count       int        `json:"count"`
+	Variables   []Variable `json:"variables,omitempty"`
 }
 
 // GroupCreate is the body of POST /v1/groups.
@@ -114,6 +118,9 @@ type GroupCreate struct {
 // GroupProjects is the body of POST /v1/groups/{g}/assign and /unassign.
 type GroupProjects struct {
 	Projects []string `json:"projects"`
+	// AllProjects (instead of Projects) assigns the group to every
+	// project, present and future, or unassigns it from all of them.
+	AllProjects bool `json:"all_projects,omitempty"`
 }
 
 // Secret kinds.
