@@ -439,6 +439,11 @@ func TestProject(t *testing.T) {
 			out:  "FOO=bar\n# group:two (read-only)\nFOO=g2\n# group:one (read-only)\nAPI_TOKEN=********\n",
 		},
 		{
+			name: "Leave", args: []string{"project", "leave", "fraud"},
+			status: 204,
+			want:   stubRequest{Method: "DELETE", Path: "/v1/projects/fraud/members/me"},
+		},
+		{
 			name: "EnvListOwn", args: []string{"project", "env", "list", "fraud", "--own"},
 			reply: "[" + varFoo + "," + varMasked + "]",
 			want:  stubRequest{Method: "GET", Path: "/v1/projects/fraud/env"},
