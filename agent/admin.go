@@ -137,6 +137,7 @@ func (a *Agent) adminHandler() http.Handler {
 	h("DELETE /v1/projects/{p}", a.apiDeleteProject)
 	h("POST /v1/projects/{p}/members", a.apiAddMember)
 	h("DELETE /v1/projects/{p}/members/{user}", a.apiRemoveMember)
+	h("DELETE /v1/projects/{p}/members/me", a.apiLeaveProject) // admin_views.go
 	h("GET /v1/projects/{p}/env", a.apiListProjectEnv)
 	h("PUT /v1/projects/{p}/env/{name}", a.apiPutProjectVar)
 	h("DELETE /v1/projects/{p}/env/{name}", a.apiDeleteProjectVar)
@@ -149,6 +150,7 @@ func (a *Agent) adminHandler() http.Handler {
 	h("DELETE /v1/groups/{g}/env/{name}", a.apiDeleteGroupVar)
 	h("POST /v1/groups/{g}/assign", a.apiAssignGroup(false))
 	h("POST /v1/groups/{g}/unassign", a.apiAssignGroup(true))
+	h("GET /v1/secrets", a.apiListAllSecrets) // admin_views.go
 	h("GET /v1/users/{user}/secrets", a.apiListSecrets)
 	h("GET /v1/users/{user}/secrets/{name}", a.apiGetSecret)
 	h("POST /v1/users/{user}/secrets/{name}", a.apiPutSecret(writeCreate))
@@ -164,6 +166,7 @@ func (a *Agent) adminHandler() http.Handler {
 	h("POST /v1/workloads", a.apiRegisterWorkload)
 	h("DELETE /v1/workloads/{id}", a.apiDeleteWorkload)
 	h("GET /v1/explain", a.apiExplain)
+	h("POST /v1/explain", a.apiExplainPreview) // admin_views.go
 	mux.HandleFunc("POST /v1/runs", a.serveRun)
 	h("PUT /v1/workloads/{id}", a.apiUpdateWorkload)
 	h("GET /v1/audit", a.apiAuditList)
@@ -233,6 +236,7 @@ type varJSON struct {
 	Masked     bool   `json:"masked"`
 	FromSecret string `json:"from_secret,omitempty"` // the value is this secret's, resolved per workload
 	api.Dated         // set by the caller (model.stampVars): showVar has no key
+	Source     string `json:"source,omitempty"` // in a project's whole view: project or group:NAME (admin_views.go)
 }
 
 func showVar(r *http.Request, name string, v *variable, reveal bool) varJSON {
@@ -675,6 +679,9 @@ func (a *Agent) apiRemoveMember(r *http.Request, c *caller) (any, int, error) {
 		return nil, 0, err
 	}
 	user := r.PathValue("user")
+	if user == c.user {
+		return a.apiLeaveProject(r, c) // as project leave: not the last owner (admin_views.go)
+	}
 	err = a.updateProject(r.Context(), name, func(m *projectMeta) error {
 		if !contains(m.Owners, user) && !contains(m.Members, user) {
 			return errorf(CodeNotFoundGeneric, "%s is not a member of project %s", clipIdent(user), name)
@@ -722,6 +729,9 @@ func (a *Agent) apiListProjectEnv(r *http.Request, c *caller) (any, int, error) 
 	out := a.model.stampVars(showVars(r, p.vars, reveal), func(n string) string { return keyProjVar(name, n) })
 	if reveal {
 		a.auditReveal(c, "project:"+name, maskedNames(out))
+	}
+	if wantGroups(r) {
+		out = a.withGroupVars(r, c, p, out) // admin_views.go
 	}
 	return out, 200, nil
 }
@@ -912,6 +922,17 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 		// Project variables are for members: a pair explain would show them.
 		return nil, 0, errorf(CodeDenied, "%s may explain only projects they are a member of", c.user)
 	}
+	scope := "user:" + user + ",project:" + project
+	if w != nil {
+		scope = "workload:" + w.reg.ID
+	}
+	return a.explain(r, c, user, p, a.layersFor(user, project, w), scope), 200, nil
+}
+
+// explain is explain's answer for user in project p (nil: none) from
+// layers, highest first; reveals are audited under scope. Called with
+// a.mu held.
+func (a *Agent) explain(r *http.Request, c *caller, user string, p *project, layers []layer, scope string) []explainJSON {
 	// Who may see a masked value in clear, by layer: admins every layer;
 	// the user their own account layer; a project owner the project's.
 	canReveal := func(layer string) bool {
@@ -929,7 +950,6 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 	}
 	var revealed []string
 	out := []explainJSON{}
-	layers := a.layersFor(user, project, w)
 	for _, l := range layers {
 		for _, lo := range l.leftOut {
 			out = append(out, explainJSON{Name: lo.name, Layer: l.name, Overrides: []string{}, LeftOut: lo.reason})
@@ -954,10 +974,6 @@ func (a *Agent) apiExplain(r *http.Request, c *caller) (any, int, error) {
 		}
 		out = append(out, e)
 	}
-	scope := "user:" + user + ",project:" + project
-	if w != nil {
-		scope = "workload:" + w.reg.ID
-	}
 	a.auditReveal(c, scope, revealed)
-	return out, 200, nil
+	return out
 }

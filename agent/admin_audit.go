@@ -24,13 +24,8 @@ type servedTo struct {
 // Called with a.mu held.
 func (a *Agent) servedTo(w *workload) servedTo {
 	to := servedTo{user: w.reg.User, project: w.reg.Project}
-	if p := a.model.liveProject(w.reg.Project); p != nil && len(p.meta.Groups) > 0 {
-		to.groups = make([]string, 0, len(p.meta.Groups))
-		for _, g := range p.meta.Groups {
-			if grp := a.model.groups[g]; grp != nil && grp.metaRev != 0 {
-				to.groups = append(to.groups, g)
-			}
-		}
+	if p := a.model.liveProject(w.reg.Project); p != nil {
+		to.groups = a.model.projectGroups(p) // groups for every project too (groups.go)
 	}
 	return to
 }

@@ -3,7 +3,6 @@ package agent
 import (
 	"fmt"
 	"net/http"
-	"sort"
 	"time"
 
 	"github.com/envlet/envlet/agent/api"
@@ -99,18 +98,8 @@ func (a *Agent) startRun(r *http.Request, c *caller) (api.RunStarted, func(), er
 	if !validIdent(c.user) {
 		return api.RunStarted{}, nil, errorf(CodeDenied, "the caller's user name %q cannot own a registration", clipIdent(c.user))
 	}
-	names := make([]string, 0, len(req.Execution))
-	for n := range req.Execution {
-		names = append(names, n)
-	}
-	sort.Strings(names) // the first bad name is the same every time
-	for _, n := range names {
-		if err := a.checkName(n); err != nil {
-			return api.RunStarted{}, nil, err
-		}
-		if err := a.checkValue(n, []byte(req.Execution[n])); err != nil {
-			return api.RunStarted{}, nil, err
-		}
+	if err := a.checkExecution(req.Execution); err != nil { // admin_views.go
+		return api.RunStarted{}, nil, err
 	}
 	a.mu.RLock()
 	p := a.model.liveProject(req.Project)

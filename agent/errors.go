@@ -32,6 +32,7 @@ const (
 	CodeWorkloadExists   = api.CodeWorkloadExists
 	CodeGroupNotFound    = api.CodeGroupNotFound
 	CodeGroupExists      = api.CodeGroupExists
+	CodeLastOwner        = api.CodeLastOwner // a project's only owner leaving it (admin_views.go)
 	CodeNotFoundGeneric  = api.CodeNotFoundGeneric
 	CodeUnavailable      = api.CodeUnavailable
 	CodeInternal         = api.CodeInternal
@@ -84,7 +85,7 @@ func httpStatus(code string) int {
 		return http.StatusForbidden
 	case CodeNotFound, CodeProjectNotFound, CodeWorkloadNotFound, CodeNotFoundGeneric, CodeGroupNotFound:
 		return http.StatusNotFound
-	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists, CodeGroupExists, CodeWorkloadImmutable:
+	case CodeAlreadyExists, CodeProjectExists, CodeWorkloadExists, CodeGroupExists, CodeWorkloadImmutable, CodeLastOwner:
 		return http.StatusConflict
 	case CodeRunLimit:
 		return http.StatusTooManyRequests

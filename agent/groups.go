@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
@@ -16,8 +17,56 @@ import (
 // of a project see its groups' variables, masked values masked.
 
 // groupMeta is the record under g/<group>/meta: the group exists. The
-// projects it is assigned to live in each project's meta (its order).
-type groupMeta struct{}
+// projects it is assigned to live in each project's meta (its order);
+// AllProjects (group assign G --all-projects) puts it in every project's,
+// present and future, below the project's own groups.
+type groupMeta struct {
+	AllProjects bool `json:"all_projects,omitempty"`
+}
+
+// Groups for every project stand lowest of a project's groups: first
+// in the order (so the project's own groups beat them), among themselves
+// by name (a later name wins). A group that is also assigned to the
+// project keeps its place in the project's own order.
+
+// liveAllGroups lists the live groups for every project, sorted.
+func (m *model) liveAllGroups() []string {
+	var out []string
+	for name, g := range m.groups {
+		if g.metaRev != 0 && g.allProjects {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// eachGroup calls fn for each live group p's workloads draw from,
+// highest first: the project's own order from its last, then the groups
+// for every project not in it, from the last name. Called with a.mu held.
+func (m *model) eachGroup(p *project, fn func(name string, g *group)) {
+	for i := len(p.meta.Groups) - 1; i >= 0; i-- {
+		if g := m.liveGroup(p.meta.Groups[i]); g != nil {
+			fn(p.meta.Groups[i], g)
+		}
+	}
+	for i := len(m.allGroups) - 1; i >= 0; i-- {
+		if name := m.allGroups[i]; !contains(p.meta.Groups, name) {
+			if g := m.liveGroup(name); g != nil {
+				fn(name, g)
+			}
+		}
+	}
+}
+
+// projectGroups is the live groups p's workloads draw from, in the order
+// they apply: lowest first, the last wins. Called with a.mu held.
+func (m *model) projectGroups(p *project) []string {
+	var out []string
+	m.eachGroup(p, func(name string, _ *group) { out = append(out, name) })
+	slices.Reverse(out)
+	return out
+}
 
 // liveGroup returns the group only if its meta record exists.
 func (m *model) liveGroup(name string) *group {
@@ -197,6 +246,30 @@ func (a *Agent) assignGroup(ctx context.Context, group string, projects []string
 	return err
 }
 
+// assignAllProjects sets (or with unassign clears) the group's place in
+// every project's order, present and future; unassigning a group that is
+// not assigned to all projects is an error, and nothing changes.
+func (a *Agent) assignAllProjects(ctx context.Context, group string, unassign bool) error {
+	_, err := a.commit(ctx, func(m *model) (fetch.Txn, error) {
+		g := m.liveGroup(group)
+		if g == nil {
+			return fetch.Txn{}, groupMissing(group)
+		}
+		if g.allProjects != unassign {
+			if unassign {
+				return fetch.Txn{}, errorf(CodeNotFoundGeneric, "group %s is not assigned to all projects", group)
+			}
+			return fetch.Txn{}, nil // already: nothing to write
+		}
+		k := keyGroupMeta(group)
+		return fetch.Txn{
+			Conds: []fetch.Cond{{Key: k, ModRev: g.metaRev}},
+			Ops:   []fetch.Op{{Key: k, Value: a.sealJSON(k, groupMeta{AllProjects: !unassign})}},
+		}, nil
+	})
+	return err
+}
+
 // setProjectGroups replaces a project's group order. Every group must
 // exist; the transaction holds on their meta records, so one deleted
 // meanwhile makes it retry and fail.
@@ -237,6 +310,9 @@ func (a *Agent) groupVisible(c *caller, name string) bool {
 	if c.admin {
 		return true
 	}
+	if g := a.model.liveGroup(name); g != nil && g.allProjects && len(a.memberProjects(c.user)) > 0 {
+		return true // in every project's order, so in theirs
+	}
 	for _, pn := range a.model.groupProjects(name) {
 		if a.model.projects[pn].isMember(c.user) {
 			return true
@@ -248,10 +324,11 @@ func (a *Agent) groupVisible(c *caller, name string) bool {
 // groupJSON is a group as the API shows it: its projects, and for show its
 // variables (list gives their count).
 type groupJSON struct {
-	Name      string    `json:"name"`
-	Projects  []string  `json:"projects"`
-	Count     int       `json:"count"`
-	Variables []varJSON `json:"variables,omitempty"`
+	Name        string    `json:"name"`
+	AllProjects bool      `json:"all_projects,omitempty"` // assigned to every project (Projects: those it is also assigned to by name)
+	Projects    []string  `json:"projects"`
+	Count       int       `json:"count"`
+	Variables   []varJSON `json:"variables,omitempty"`
 	api.Dated
 }
 
@@ -279,7 +356,7 @@ func (a *Agent) apiListGroups(r *http.Request, c *caller) (any, int, error) {
 	out := []groupJSON{}
 	for name, g := range a.model.groups {
 		if g.metaRev != 0 && a.groupVisible(c, name) {
-			out = append(out, groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(g.vars), Dated: a.model.dates[keyGroupMeta(name)]})
+			out = append(out, groupJSON{Name: name, AllProjects: g.allProjects, Projects: a.visibleProjects(c, name), Count: len(g.vars), Dated: a.model.dates[keyGroupMeta(name)]})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -314,7 +391,7 @@ func (a *Agent) apiGetGroup(r *http.Request, c *caller) (any, int, error) {
 	if reveal {
 		a.auditReveal(c, "group:"+name, maskedNames(vars))
 	}
-	return groupJSON{Name: name, Projects: a.visibleProjects(c, name), Count: len(vars), Variables: vars, Dated: a.model.dates[keyGroupMeta(name)]}, 200, nil
+	return groupJSON{Name: name, AllProjects: g.allProjects, Projects: a.visibleProjects(c, name), Count: len(vars), Variables: vars, Dated: a.model.dates[keyGroupMeta(name)]}, 200, nil
 }
 
 func adminOnly(c *caller, what string) error {
@@ -403,26 +480,35 @@ func (a *Agent) apiAssignGroup(unassign bool) handler {
 		if err := adminOnly(c, "assign groups"); err != nil {
 			return nil, 0, err
 		}
-		var b struct {
-			Projects []string `json:"projects"`
-		}
+		var b api.GroupProjects
 		if err := decodeBody(r, &b); err != nil {
 			return nil, 0, err
 		}
 		group := r.PathValue("g")
-		if err := a.assignGroup(r.Context(), group, b.Projects, unassign); err != nil {
-			return nil, 0, err
-		}
 		action := "assign"
 		if unassign {
 			action = "unassign"
 		}
-		for _, p := range b.Projects {
-			a.audit.write(auditRecord{Action: action, Scope: "group:" + group, Name: p, Socket: "admin"}, &c.peer, c.user)
+		switch {
+		case b.AllProjects && len(b.Projects) > 0:
+			return nil, 0, errorf(CodeInvalidRequest, "give projects or all_projects, not both")
+		case b.AllProjects:
+			if err := a.assignAllProjects(r.Context(), group, unassign); err != nil {
+				return nil, 0, err
+			}
+			a.audit.write(auditRecord{Action: action, Scope: "group:" + group, Name: "(all projects)", Socket: "admin"}, &c.peer, c.user)
+		default:
+			if err := a.assignGroup(r.Context(), group, b.Projects, unassign); err != nil {
+				return nil, 0, err
+			}
+			for _, p := range b.Projects {
+				a.audit.write(auditRecord{Action: action, Scope: "group:" + group, Name: p, Socket: "admin"}, &c.peer, c.user)
+			}
 		}
 		a.mu.RLock()
 		defer a.mu.RUnlock()
-		return groupJSON{Name: group, Projects: a.model.groupProjects(group), Count: len(a.model.groups[group].varsOrNil()), Dated: a.model.dates[keyGroupMeta(group)]}, 200, nil
+		g := a.model.liveGroup(group)
+		return groupJSON{Name: group, AllProjects: g != nil && g.allProjects, Projects: a.model.groupProjects(group), Count: len(a.model.groups[group].varsOrNil()), Dated: a.model.dates[keyGroupMeta(group)]}, 200, nil
 	}
 }
 

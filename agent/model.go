@@ -110,9 +110,10 @@ func (p *project) isMember(user string) bool {
 }
 
 type group struct {
-	metaRev fetch.Revision
-	vars    varSet
-	view    varView
+	metaRev     fetch.Revision
+	allProjects bool // applies to every project, below the project's own groups (groups.go)
+	vars        varSet
+	view        varView
 }
 
 type model struct {
@@ -120,6 +121,7 @@ type model struct {
 	users     map[string]*userState
 	projects  map[string]*project
 	groups    map[string]*group
+	allGroups []string                  // live groups for every project, sorted: lowest first (groups.go)
 	workloads map[string]fetch.Revision // ids of API registrations (the workload itself lives in Agent.workloads)
 
 	// Secrets, by owner: a user's private ones and a project's shared ones.
@@ -297,10 +299,23 @@ func (a *Agent) apply(ev fetch.Event, t *touched) {
 		m.dropProjectIfEmpty(parts[1])
 		t.projects[parts[1]] = true
 	case len(parts) == 3 && parts[0] == "g" && parts[2] == "meta":
+		var meta groupMeta
+		if !ev.Deleted {
+			if err := a.openMeta(ev.Key, ev.Value, &meta); err != nil {
+				bad(err)
+				return
+			}
+		}
 		g := m.group(parts[1])
-		g.metaRev = ev.ModRev
+		was := g.allProjects && g.metaRev != 0
+		g.metaRev, g.allProjects = ev.ModRev, meta.AllProjects
 		if ev.Deleted {
-			g.metaRev = 0
+			g.metaRev, g.allProjects = 0, false
+		}
+		if was || g.allProjects {
+			// It was or is in every project's order.
+			m.allGroups = m.liveAllGroups()
+			t.all = true
 		}
 		m.dropGroupIfEmpty(parts[1])
 		t.groups[parts[1]] = true
@@ -308,6 +323,9 @@ func (a *Agent) apply(ev fetch.Event, t *touched) {
 		g := m.group(parts[1])
 		g.vars = setVar(g.vars)
 		m.markStale(&g.view, &g.vars)
+		if g.allProjects && g.metaRev != 0 {
+			t.all = true // every project draws from it
+		}
 		m.dropGroupIfEmpty(parts[1])
 		t.groups[parts[1]] = true
 	case len(parts) == 4 && parts[0] == "s" && (parts[1] == "u" || parts[1] == "p"):

@@ -104,11 +104,7 @@ func (a *Agent) layersFor(user, projectName string, w *workload) []layer {
 	if p != nil {
 		stored(layerProject, p.vars)
 		// A later group beats an earlier one, so the last comes first.
-		for i := len(p.meta.Groups) - 1; i >= 0; i-- {
-			if g := a.model.groups[p.meta.Groups[i]]; g != nil && g.metaRev != 0 {
-				stored(layerGroup+p.meta.Groups[i], g.vars)
-			}
-		}
+		a.model.eachGroup(p, func(name string, g *group) { stored(layerGroup+name, g.vars) })
 	}
 	ls = append(ls, a.platform)
 	return ls
@@ -235,11 +231,7 @@ func (m *merger) run(a *Agent, w *workload, warn bool) {
 	}
 	if p != nil {
 		m.addStored(kindProject, "", &p.view, p.vars)
-		for i := len(p.meta.Groups) - 1; i >= 0; i-- {
-			if g := a.model.groups[p.meta.Groups[i]]; g != nil && g.metaRev != 0 {
-				m.addStored(kindGroup, p.meta.Groups[i], &g.view, g.vars)
-			}
-		}
+		a.model.eachGroup(p, func(name string, g *group) { m.addStored(kindGroup, name, &g.view, g.vars) })
 	}
 	if len(a.platform.vars) > 0 {
 		m.srcs = append(m.srcs, mergeSrc{kind: kindPlatform, plain: a.platform.vars})

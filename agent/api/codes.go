@@ -39,6 +39,9 @@ const (
 	// changes a field only a new registration may set: id, user, project
 	// or match.
 	CodeWorkloadImmutable = "WORKLOAD_FIELD_IMMUTABLE"
+	// CodeLastOwner (409): a project's only owner may not leave it; add
+	// another owner first (or an admin deletes the project).
+	CodeLastOwner = "PROJECT_LAST_OWNER"
 
 	// CodeTooManyConnections (503) refuses a connection before any request
 	// is read: the caller's uid or the socket holds as many as allowed.

@@ -65,6 +65,9 @@ type Variable struct {
 	Masked     bool   `json:"masked"`
 	FromSecret string `json:"from_secret,omitempty"`
 	Dated
+	// Source is set in GET /v1/projects/{p}/env?groups=1: "project" for
+	// the project's own variables, "group:NAME" for those a group gives.
+	Source string `json:"source,omitempty"`
 }
 
 // VariableWrite is the body of a variable write (POST create, PUT set,
@@ -110,10 +113,14 @@ type ProjectGroups struct {
 
 // Group is a group in a reply; lists leave Variables out.
 type Group struct {
-	Name      string     `json:"name"`
-	Projects  []string   `json:"projects"`
-	Count     int        `json:"count"`
-	Variables []Variable `json:"variables,omitempty"`
+	Name string `json:"name"`
+	// AllProjects: the group is in every project's order, present and
+	// future, below the project's own groups; Projects lists those it is
+	// assigned to by name (a non-admin: only their own).
+	AllProjects bool       `json:"all_projects,omitempty"`
+	Projects    []string   `json:"projects"`
+	Count       int        `json:"count"`
+	Variables   []Variable `json:"variables,omitempty"`
 	Dated
 }
 
@@ -125,6 +132,9 @@ type GroupCreate struct {
 // GroupProjects is the body of POST /v1/groups/{g}/assign and /unassign.
 type GroupProjects struct {
 	Projects []string `json:"projects"`
+	// AllProjects (instead of Projects) assigns the group to every
+	// project, present and future, or unassigns it from all of them.
+	AllProjects bool `json:"all_projects,omitempty"`
 }
 
 // Secret kinds.
@@ -230,6 +240,16 @@ type Explained struct {
 	LeftOut string `json:"left_out,omitempty"`
 }
 
+// ExplainPreview is the body of POST /v1/explain: what a new workload of
+// User (empty: the caller) in Project would start with, Execution taken as
+// its execution layer (an empty value clears the name), before anything is
+// registered. The reply is GET /v1/explain's.
+type ExplainPreview struct {
+	User      string            `json:"user,omitempty"`
+	Project   string            `json:"project"`
+	Execution map[string]string `json:"execution,omitempty"`
+}
+
 // RunRequest is the body of POST /v1/runs (envlet run): a short-lived
 // registration for the caller's own uid, user and a project they are a
 // member of. Execution is the execution layer (an empty value clears the
@@ -292,4 +312,22 @@ type AuditList struct {
 	Records   []AuditRecord `json:"records"`
 	Truncated bool          `json:"truncated"`
 	Files     []string      `json:"files"`
+}
+
+// Secret visibilities in a SecretListed.
+const (
+	VisibilityPrivate = "private" // the caller's own private secret
+	VisibilityProject = "project" // a secret of Project, shared with its members
+)
+
+// SecretListed is one secret of GET /v1/secrets: every secret the caller
+// can read as a user (their private ones, then those of each project they
+// are a member or owner of), never a value.
+type SecretListed struct {
+	Name       string `json:"name"`
+	Kind       string `json:"kind"` // SecretText or SecretFile
+	Size       int    `json:"size"`
+	Visibility string `json:"visibility"`        // VisibilityPrivate or VisibilityProject
+	Project    string `json:"project,omitempty"` // with VisibilityProject
+	Dated
 }

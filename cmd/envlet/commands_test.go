@@ -432,12 +432,25 @@ func TestProject(t *testing.T) {
 		},
 		{
 			name: "EnvList", args: []string{"project", "env", "list", "fraud"},
+			reply: `[{"name":"FOO","value":"bar","secret":false,"masked":false,"source":"project"},` +
+				`{"name":"FOO","value":"g2","secret":false,"masked":false,"source":"group:two"},` +
+				`{"name":"API_TOKEN","value":"********","secret":false,"masked":true,"source":"group:one"}]`,
+			want: stubRequest{Method: "GET", Path: "/v1/projects/fraud/env", Query: "groups=1"},
+			out:  "FOO=bar\n# group:two (read-only)\nFOO=g2\n# group:one (read-only)\nAPI_TOKEN=********\n",
+		},
+		{
+			name: "Leave", args: []string{"project", "leave", "fraud"},
+			status: 204,
+			want:   stubRequest{Method: "DELETE", Path: "/v1/projects/fraud/members/me"},
+		},
+		{
+			name: "EnvListOwn", args: []string{"project", "env", "list", "fraud", "--own"},
 			reply: "[" + varFoo + "," + varMasked + "]",
 			want:  stubRequest{Method: "GET", Path: "/v1/projects/fraud/env"},
 			out:   "FOO=bar\nAPI_TOKEN=********\n",
 		},
 		{
-			name: "EnvListRevealJSON", args: []string{"project", "env", "list", "fraud", "--reveal", "--json"},
+			name: "EnvListRevealJSON", args: []string{"project", "env", "list", "fraud", "--own", "--reveal", "--json"},
 			reply: "[]",
 			want:  stubRequest{Method: "GET", Path: "/v1/projects/fraud/env", Query: "reveal=1"},
 			out:   "[]\n",
@@ -584,12 +597,26 @@ func TestExplain(t *testing.T) {
 			errOut: "envlet: USAGE: explain: give --workload, or --user and --project, not both\n", code: 2,
 		},
 		{
+			name: "Preview", args: []string{"explain", "--project", "fraud", "-e", "A=1", "-e", "B=", "--json"},
+			reply: "[]",
+			want:  stubRequest{Method: "POST", Path: "/v1/explain", Body: `{"project":"fraud","execution":{"A":"1","B":""}}`},
+			out:   "[]\n",
+		},
+		{
+			name: "PreviewBadE", args: []string{"explain", "--project", "fraud", "-e", "secretvalue"},
+			errOut: "envlet: USAGE: explain: -e number 1 is not NAME=VALUE\n", code: 2,
+		},
+		{
+			name: "PreviewNotWorkload", args: []string{"explain", "--workload", "w", "-e", "A=1"},
+			errOut: "envlet: USAGE: explain: -e previews a new workload: give it with --project P, not --workload\n", code: 2,
+		},
+		{
 			name: "Neither", args: []string{"explain"},
-			errOut: "envlet: USAGE: explain: give --workload ID, or --user U and --project P\n", code: 2,
+			errOut: "envlet: USAGE: explain: give --workload ID, or --project P (and --user U)\n", code: 2,
 		},
 		{
 			name: "UserOnly", args: []string{"explain", "--user", "alice"},
-			errOut: "envlet: USAGE: explain: give --workload ID, or --user U and --project P\n", code: 2,
+			errOut: "envlet: USAGE: explain: give --workload ID, or --project P (and --user U)\n", code: 2,
 		},
 		{
 			name: "WorkloadNotFound", args: []string{"explain", "--workload", "nope"},

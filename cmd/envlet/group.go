@@ -36,12 +36,16 @@ func (a *app) groupCmd() *cobra.Command {
 	}, http.MethodDelete, varPath, nil)
 
 	assign := func(use, short, action string) *cobra.Command {
-		return a.requestCmd(&cobra.Command{
-			Use:   use + " G P…",
+		var all bool
+		c := a.requestCmd(&cobra.Command{
+			Use:   use + " G (P… | --all-projects)",
 			Short: short,
-			Args:  nArgs(2, -1),
+			Args:  nArgs(1, -1),
 		}, http.MethodPost,
 			func(args []string) (string, error) {
+				if all == (len(args) > 1) {
+					return "", errorf(codeUsage, "group %s: give projects P… or --all-projects, not both", use)
+				}
 				p, err := apiPath("/v1/groups/%s/"+action, "group", args[0])
 				if err != nil {
 					return "", err
@@ -53,7 +57,9 @@ func (a *app) groupCmd() *cobra.Command {
 				}
 				return p, nil
 			},
-			func(args []string) any { return api.GroupProjects{Projects: args[1:]} })
+			func(args []string) any { return api.GroupProjects{Projects: args[1:], AllProjects: all} })
+		c.Flags().BoolVar(&all, "all-projects", false, "every project, present and future (below each project's own groups)")
+		return c
 	}
 
 	var listJSON bool
@@ -72,7 +78,7 @@ func (a *app) groupCmd() *cobra.Command {
 			}
 			t := newTable(a.stdout, "NAME", "PROJECTS", "VARIABLES")
 			for _, g := range gs {
-				t.row(g.Name, joinOrDash(g.Projects), strconv.Itoa(g.Count))
+				t.row(g.Name, groupProjects(g), strconv.Itoa(g.Count))
 			}
 			return t.flush()
 		},
@@ -98,7 +104,7 @@ func (a *app) groupCmd() *cobra.Command {
 				return printJSON(a.stdout, raw)
 			}
 			t := newTable(a.stdout, "name:", g.Name)
-			t.row("projects:", joinOrDash(g.Projects))
+			t.row("projects:", groupProjects(g))
 			if err := t.flush(); err != nil {
 				return err
 			}
@@ -115,8 +121,20 @@ func (a *app) groupCmd() *cobra.Command {
 	}, http.MethodDelete, func(args []string) (string, error) { return groupPath(args[0]) }, nil)
 
 	cmd.AddCommand(create, set, unset,
-		assign("assign", "Add a group at the end of each project's group order", "assign"),
-		assign("unassign", "Remove a group from projects", "unassign"),
+		assign("assign", "Add a group at the end of each project's group order (--all-projects: below every project's own groups)", "assign"),
+		assign("unassign", "Remove a group from projects (--all-projects: from every project's order)", "unassign"),
 		list, show, del)
 	return cmd
+}
+
+// groupProjects is a group's projects as list and show print them: "(all)"
+// first for a group assigned to every project.
+func groupProjects(g api.Group) string {
+	if !g.AllProjects {
+		return joinOrDash(g.Projects)
+	}
+	if len(g.Projects) == 0 {
+		return "(all)"
+	}
+	return "(all)," + joinOrDash(g.Projects)
 }

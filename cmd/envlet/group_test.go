@@ -49,7 +49,21 @@ func TestGroup(t *testing.T) {
 		},
 		{
 			name: "AssignNoProject", args: []string{"group", "assign", "base"},
-			errOut: "envlet: USAGE: group assign: got 1 argument(s), want G P…\n", code: 2,
+			errOut: "envlet: USAGE: group assign: give projects P… or --all-projects, not both\n", code: 2,
+		},
+		{
+			name: "AssignAllAndProject", args: []string{"group", "assign", "base", "fraud", "--all-projects"},
+			errOut: "envlet: USAGE: group assign: give projects P… or --all-projects, not both\n", code: 2,
+		},
+		{
+			name: "AssignAll", args: []string{"group", "assign", "base", "--all-projects"},
+			reply: `{"name":"base","all_projects":true,"projects":[],"count":0}`,
+			want:  stubRequest{Method: "POST", Path: "/v1/groups/base/assign", Body: `{"projects":[],"all_projects":true}`},
+		},
+		{
+			name: "UnassignAll", args: []string{"group", "unassign", "base", "--all-projects"},
+			reply: `{"name":"base","projects":[],"count":0}`,
+			want:  stubRequest{Method: "POST", Path: "/v1/groups/base/unassign", Body: `{"projects":[],"all_projects":true}`},
 		},
 		{
 			name: "List", args: []string{"group", "list"},

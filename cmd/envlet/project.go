@@ -2,6 +2,8 @@ package main
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/envlet/envlet/agent/api"
 	"github.com/spf13/cobra"
@@ -105,6 +107,14 @@ func (a *app) projectCmd() *cobra.Command {
 		return apiPath("/v1/projects/%s/members/%s", "project", args[0], "USER", args[1])
 	}, nil)
 
+	leave := a.requestCmd(&cobra.Command{
+		Use:   "leave P",
+		Short: "Leave a project (an owner only while another owner remains); your account variables stay yours",
+		Args:  nArgs(1, 1),
+	}, http.MethodDelete, func(args []string) (string, error) {
+		return apiPath("/v1/projects/%s/members/me", "project", args[0])
+	}, nil)
+
 	groups := a.requestCmd(&cobra.Command{
 		Use:   "groups P [G1 G2 …]",
 		Short: "Set a project's variable groups, in order (a later group wins); none clears them",
@@ -116,7 +126,7 @@ func (a *app) projectCmd() *cobra.Command {
 			return api.ProjectGroups{Groups: g}
 		})
 
-	cmd.AddCommand(create, list, show, del, addMember, removeMember, a.projectEnvCmd(), groups)
+	cmd.AddCommand(create, list, show, del, addMember, removeMember, leave, a.projectEnvCmd(), groups)
 	return cmd
 }
 
@@ -128,12 +138,63 @@ func (a *app) projectEnvCmd() *cobra.Command {
 	cmd.AddCommand(
 		a.setVarCmd("set P NAME", "Create or replace a project variable (idempotent)",
 			"take the value, per workload, from `SECRET` (the workload user's private secret, else the project's)", 2, varPath),
-		a.listVarsCmd("list P", "List a project's variables as NAME=VALUE lines", 1,
-			func(args []string) (string, error) { return apiPath("/v1/projects/%s/env", "project", args[0]) }),
+		a.projectEnvListCmd(),
 		a.requestCmd(&cobra.Command{
 			Use:   "delete P NAME",
 			Short: "Delete a project variable; ENV_VAR_NOT_FOUND if it does not exist",
 			Args:  nArgs(2, 2),
 		}, http.MethodDelete, varPath, nil))
 	return cmd
+}
+
+// projectEnvListCmd is `project env list P`: the project's own variables,
+// then, read-only, those its groups give, highest first, under a
+// "# group:NAME" line each; --own only the project's own.
+func (a *app) projectEnvListCmd() *cobra.Command {
+	var reveal, asJSON, own bool
+	c := &cobra.Command{
+		Use:   "list P",
+		Short: "List a project's variables (NAME=VALUE lines), then those its groups give",
+		Long: `List a project's own variables as NAME=VALUE lines, then, read-only, the
+variables its groups give, in the order they apply (the group that wins
+first), each group's under a "# group:NAME (read-only)" line. Values are
+masked as usual; --reveal shows the project's in clear to owners and
+admins, the groups' to admins only. --own: only the project's own.`,
+		Args: nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := apiPath("/v1/projects/%s/env", "project", args[0])
+			if err != nil {
+				return err
+			}
+			q := revealQuery(reveal)
+			if !own {
+				if q == nil {
+					q = url.Values{}
+				}
+				q.Set("groups", "1")
+			}
+			var vars []api.Variable
+			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, q, nil, &vars)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.stdout, raw)
+			}
+			var b strings.Builder
+			source := "project"
+			for _, v := range vars {
+				if v.Source != "" && v.Source != source {
+					source = v.Source
+					b.WriteString("# " + display(source) + " (read-only)\n")
+				}
+				b.WriteString(v.Name + "=" + display(v.Value) + "\n")
+			}
+			return writeString(a.stdout, b.String())
+		},
+	}
+	c.Flags().BoolVar(&reveal, "reveal", false, "print masked values in clear (those you may read)")
+	c.Flags().BoolVar(&own, "own", false, "only the project's own variables, not its groups'")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON array of {name,value,secret,masked,source}")
+	return c
 }

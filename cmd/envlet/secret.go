@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/envlet/envlet/agent/api"
@@ -152,29 +153,59 @@ reveal is audited.`,
 	var listJSON bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List secrets: name, kind (text or file), size and creation date, never values",
-		Args:  nArgs(0, 0),
+		Short: "List the secrets you can read (yours and your projects'): name, kind, size, visibility and creation date, never values",
+		Long: `List secrets, never values. With no --project or --user: every secret you
+can read as a user, your private ones and those of each project you are in,
+with their visibility (private, or project P). --project P: only P's.
+--user U: U's private secrets (admins).`,
+		Args: nArgs(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := base(cmd)
-			if err != nil {
-				return err
+			if cmd.Flags().Changed("user") {
+				p, err := base(cmd)
+				if err != nil {
+					return err
+				}
+				var ss []api.Secret
+				raw, err := a.client().call(cmd.Context(), http.MethodGet, p, nil, nil, &ss)
+				if err != nil {
+					return err
+				}
+				if listJSON {
+					return printJSON(a.stdout, raw)
+				}
+				t := newTable(a.stdout, "NAME", "KIND", "SIZE", "CREATED")
+				for _, s := range ss {
+					t.row(s.Name, s.Kind, strconv.Itoa(s.Size), orDash(s.CreatedAt))
+				}
+				return t.flush()
 			}
-			var ss []api.Secret
-			raw, err := a.client().call(cmd.Context(), http.MethodGet, p, nil, nil, &ss)
+			var q url.Values
+			if proj != "" {
+				if _, err := segment("--project", proj); err != nil {
+					return err
+				}
+				q = url.Values{"project": {proj}}
+			}
+			var ss []api.SecretListed
+			raw, err := a.client().call(cmd.Context(), http.MethodGet, "/v1/secrets", q, nil, &ss)
 			if err != nil {
 				return err
 			}
 			if listJSON {
 				return printJSON(a.stdout, raw)
 			}
-			t := newTable(a.stdout, "NAME", "KIND", "SIZE", "CREATED")
+			t := newTable(a.stdout, "NAME", "KIND", "SIZE", "VISIBILITY", "CREATED")
 			for _, s := range ss {
-				t.row(s.Name, s.Kind, strconv.Itoa(s.Size), orDash(s.CreatedAt))
+				vis := s.Visibility
+				if s.Project != "" {
+					vis += " " + s.Project
+				}
+				t.row(s.Name, s.Kind, strconv.Itoa(s.Size), vis, orDash(s.CreatedAt))
 			}
 			return t.flush()
 		},
 	}
-	list.Flags().BoolVar(&listJSON, "json", false, "print the API's JSON array of {name,kind,size,created_at,updated_at,updated_by}")
+	list.Flags().BoolVar(&listJSON, "json", false, "print the API's JSON array of {name,kind,size,visibility,project,created_at,updated_at,updated_by} ({name,kind,size,…dates} with --user)")
 
 	del := &cobra.Command{
 		Use:   "delete NAME",

@@ -104,10 +104,16 @@ func TestSecret(t *testing.T) {
 		},
 		{
 			name: "List", args: []string{"secret", "list"},
-			reply: `[{"name":"S","kind":"text","size":2,"created_at":"2026-12-01T10:00:00Z","updated_at":"2026-12-02T10:00:00Z","updated_by":"alice"},{"name":"TLS","kind":"file","size":344}]`,
-			want:  stubRequest{Method: "GET", Path: "/v1/users/me/secrets"},
+			reply: `[{"name":"S","kind":"text","size":2,"visibility":"private","created_at":"2026-12-01T10:00:00Z","updated_at":"2026-12-02T10:00:00Z","updated_by":"alice"},{"name":"TLS","kind":"file","size":344,"visibility":"project","project":"fraud"}]`,
+			want:  stubRequest{Method: "GET", Path: "/v1/secrets"},
 			// TLS predates dated records: no date, not a made-up one.
-			out: "NAME  KIND  SIZE  CREATED\nS     text  2     2026-12-01T10:00:00Z\nTLS   file  344   -\n",
+			out: "NAME  KIND  SIZE  VISIBILITY     CREATED\nS     text  2     private        2026-12-01T10:00:00Z\nTLS   file  344   project fraud  -\n",
+		},
+		{
+			name: "ListProject", args: []string{"secret", "list", "--project", "fraud", "--json"},
+			reply: `[]`,
+			want:  stubRequest{Method: "GET", Path: "/v1/secrets", Query: "project=fraud"},
+			out:   "[]\n",
 		},
 		{
 			name: "ListOtherUser", args: []string{"secret", "list", "--user", "alice", "--json"},
