@@ -349,11 +349,12 @@ func TestProject(t *testing.T) {
 		},
 		{
 			name: "List", args: []string{"project", "list"},
-			reply: "[" + project1 + `,{"name":"ml","owners":["carol"],"members":["carol"],"groups":["base","gpu"]}]`,
+			reply: "[" + project1 + `,{"name":"ml","owners":["carol"],"members":["carol"],"groups":["base","gpu"],"created_at":"2026-12-01T10:00:00Z"}]`,
 			want:  stubRequest{Method: "GET", Path: "/v1/projects"},
-			out: "NAME   OWNERS  MEMBERS    GROUPS\n" +
-				"fraud  alice   alice,bob  -\n" +
-				"ml     carol   carol      base,gpu\n",
+			// fraud predates dated records: no date, not a made-up one.
+			out: "NAME   OWNERS  MEMBERS    GROUPS    CREATED\n" +
+				"fraud  alice   alice,bob  -         -\n" +
+				"ml     carol   carol      base,gpu  2026-12-01T10:00:00Z\n",
 		},
 		{
 			name: "ListJSON", args: []string{"project", "list", "--json"},
@@ -365,7 +366,7 @@ func TestProject(t *testing.T) {
 			name: "Show", args: []string{"project", "show", "fraud"},
 			reply: project1,
 			want:  stubRequest{Method: "GET", Path: "/v1/projects/fraud"},
-			out:   "name:     fraud\nowners:   alice\nmembers:  alice,bob\ngroups:   -\n",
+			out:   "name:     fraud\nowners:   alice\nmembers:  alice,bob\ngroups:   -\ncreated:  -\nupdated:  -\n",
 		},
 		{
 			name: "ShowJSON", args: []string{"project", "show", "--json", "fraud"},

@@ -76,9 +76,9 @@ func (a *app) groupCmd() *cobra.Command {
 			if listJSON {
 				return printJSON(a.stdout, raw)
 			}
-			t := newTable(a.stdout, "NAME", "PROJECTS", "VARIABLES")
+			t := newTable(a.stdout, "NAME", "PROJECTS", "VARIABLES", "CREATED")
 			for _, g := range gs {
-				t.row(g.Name, groupProjects(g), strconv.Itoa(g.Count))
+				t.row(g.Name, groupProjects(g), strconv.Itoa(g.Count), orDash(g.CreatedAt))
 			}
 			return t.flush()
 		},
@@ -105,6 +105,8 @@ func (a *app) groupCmd() *cobra.Command {
 			}
 			t := newTable(a.stdout, "name:", g.Name)
 			t.row("projects:", groupProjects(g))
+			t.row("created:", orDash(g.CreatedAt))
+			t.row("updated:", updated(g.Dated))
 			if err := t.flush(); err != nil {
 				return err
 			}

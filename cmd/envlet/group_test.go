@@ -69,19 +69,19 @@ func TestGroup(t *testing.T) {
 			name: "List", args: []string{"group", "list"},
 			reply: `[{"name":"base","projects":["fraud","ml"],"count":2},{"name":"gpu","projects":[],"count":0}]`,
 			want:  stubRequest{Method: "GET", Path: "/v1/groups"},
-			out:   "NAME  PROJECTS  VARIABLES\nbase  fraud,ml  2\ngpu   -         0\n",
+			out:   "NAME  PROJECTS  VARIABLES  CREATED\nbase  fraud,ml  2          -\ngpu   -         0          -\n",
 		},
 		{
 			name: "Show", args: []string{"group", "show", "base"},
 			reply: group1,
 			want:  stubRequest{Method: "GET", Path: "/v1/groups/base"},
-			out:   "name:      base\nprojects:  fraud\nA=1\nDB_PASSWORD=********\n",
+			out:   "name:      base\nprojects:  fraud\ncreated:   -\nupdated:   -\nA=1\nDB_PASSWORD=********\n",
 		},
 		{
 			name: "ShowReveal", args: []string{"group", "show", "--reveal", "base"},
 			reply: group1,
 			want:  stubRequest{Method: "GET", Path: "/v1/groups/base", Query: "reveal=1"},
-			out:   "name:      base\nprojects:  fraud\nA=1\nDB_PASSWORD=********\n",
+			out:   "name:      base\nprojects:  fraud\ncreated:   -\nupdated:   -\nA=1\nDB_PASSWORD=********\n",
 		},
 		{
 			name: "Delete", args: []string{"group", "delete", "base"},

@@ -87,6 +87,18 @@ func orDash(s string) string {
 	return s
 }
 
+// updated is a record's last change for a table cell: "TIME by USER", or
+// "-" for a record older than dated records.
+func updated(d api.Dated) string {
+	if d.UpdatedAt == "" {
+		return "-"
+	}
+	if d.UpdatedBy == "" {
+		return d.UpdatedAt
+	}
+	return d.UpdatedAt + " by " + d.UpdatedBy
+}
+
 // joinOrDash joins names for a table cell; "-" for none.
 func joinOrDash(names []string) string {
 	if len(names) == 0 {

@@ -40,9 +40,9 @@ func (a *app) projectCmd() *cobra.Command {
 			if listJSON {
 				return printJSON(a.stdout, raw)
 			}
-			t := newTable(a.stdout, "NAME", "OWNERS", "MEMBERS", "GROUPS")
+			t := newTable(a.stdout, "NAME", "OWNERS", "MEMBERS", "GROUPS", "CREATED")
 			for _, p := range ps {
-				t.row(p.Name, joinOrDash(p.Owners), joinOrDash(p.Members), joinOrDash(p.Groups))
+				t.row(p.Name, joinOrDash(p.Owners), joinOrDash(p.Members), joinOrDash(p.Groups), orDash(p.CreatedAt))
 			}
 			return t.flush()
 		},
@@ -71,6 +71,8 @@ func (a *app) projectCmd() *cobra.Command {
 			t.row("owners:", joinOrDash(p.Owners))
 			t.row("members:", joinOrDash(p.Members))
 			t.row("groups:", joinOrDash(p.Groups))
+			t.row("created:", orDash(p.CreatedAt))
+			t.row("updated:", updated(p.Dated))
 			return t.flush()
 		},
 	}
