@@ -247,3 +247,32 @@ func TestShellQuote(t *testing.T) {
 		}
 	}
 }
+
+// A record older than envlet's dates shows "—" and no title; a dated one
+// its exact creation time and who changed it last.
+func TestDates(t *testing.T) {
+	pages, err := parsePages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	show := func(d api.Dated) string {
+		var b strings.Builder
+		if err := pages["secrets"].ExecuteTemplate(&b, "created", d); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	if got := show(api.Dated{}); !strings.Contains(got, "—") || strings.Contains(got, "<time") {
+		t.Errorf("undated: %s", got)
+	}
+	d := api.Dated{CreatedAt: "2026-12-03T19:40:12.5Z", UpdatedAt: "2026-12-04T08:00:00Z", UpdatedBy: "alice"}
+	if got := show(d); !strings.Contains(got, `datetime="2026-12-03T19:40:12.5Z"`) || !strings.Contains(got, ">2026-12-03 19:40:12 UTC<") {
+		t.Errorf("dated: %s", got)
+	}
+	if got, want := changedTitle(d), "created 2026-12-03 19:40:12 UTC; changed 2026-12-04 08:00:00 UTC by alice"; got != want {
+		t.Errorf("title %q, want %q", got, want)
+	}
+	if got := changedTitle(api.Dated{}); got != "" {
+		t.Errorf("undated title %q", got)
+	}
+}

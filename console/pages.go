@@ -171,8 +171,8 @@ func (s *Server) revealFailed(w http.ResponseWriter, r *http.Request, to, row st
 // --- Secrets
 
 type secretRow struct {
-	Scope string // "private" or the project's name
-	api.Secret
+	Scope string // "private" or the project's name: where Read and Delete go
+	api.SecretListed
 	Revealed *string
 }
 
@@ -185,34 +185,31 @@ func (s *Server) secretsPage(w http.ResponseWriter, r *http.Request) {
 	s.showSecrets(w, r, "", "", nil)
 }
 
+// showSecrets lists every secret the caller can read in one GET
+// /v1/secrets: their private ones, then each of their projects'.
 func (s *Server) showSecrets(w http.ResponseWriter, r *http.Request, scope, name string, value *string) {
 	who, err1 := s.whoami(r)
 	d := &secretsData{}
-	var mine []api.Secret
-	err2 := s.call(r, http.MethodGet, nil, nil, &mine, "/v1/users/me/secrets")
-	for _, sec := range mine {
-		d.Rows = append(d.Rows, secretRow{Scope: "private", Secret: sec})
+	var listed []api.SecretListed
+	err2 := s.call(r, http.MethodGet, nil, nil, &listed, "/v1/secrets")
+	for _, sec := range listed {
+		row := secretRow{Scope: api.VisibilityPrivate, SecretListed: sec}
+		if sec.Visibility == api.VisibilityProject {
+			row.Scope = sec.Project
+		}
+		d.Rows = append(d.Rows, row)
 	}
 	var projects []api.Project
 	err3 := s.call(r, http.MethodGet, nil, nil, &projects, "/v1/projects")
-	var err4 error
 	for _, p := range projects {
-		var list []api.Secret
-		if err := s.call(r, http.MethodGet, nil, nil, &list, "/v1/projects/%s/secrets", "project", p.Name); err != nil {
-			err4 = err
-			continue
-		}
 		d.Projects = append(d.Projects, p.Name)
-		for _, sec := range list {
-			d.Rows = append(d.Rows, secretRow{Scope: p.Name, Secret: sec})
-		}
 	}
 	for i := range d.Rows {
 		if d.Rows[i].Scope == scope && d.Rows[i].Name == name {
 			d.Rows[i].Revealed = value
 		}
 	}
-	s.render(w, r, "secrets", &view{Title: "Secrets", Who: who, Error: firstErr(err1, err2, err3, err4), Data: d})
+	s.render(w, r, "secrets", &view{Title: "Secrets", Who: who, Error: firstErr(err1, err2, err3), Data: d})
 }
 
 // secretPath is the API path of a secret in scope "private" or a project.

@@ -46,17 +46,39 @@ var funcs = template.FuncMap{
 		}
 		return out
 	},
-	"kv":  func(k, v string) map[string]string { return map[string]string{k: v} },
-	"has": func(list []string, s string) bool { return slices.Contains(list, s) },
-	// shortTime is an audit record's time to the second, for reading; the
-	// page keeps the exact one in the datetime attribute.
-	"shortTime": func(ts string) string {
-		t, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil {
-			return ts
+	"kv":        func(k, v string) map[string]string { return map[string]string{k: v} },
+	"has":       func(list []string, s string) bool { return slices.Contains(list, s) },
+	"shortTime": shortTime,
+	"changed":   changedTitle,
+}
+
+// shortTime is a record's time in UTC to the second, for reading; the page
+// keeps the exact one in a datetime or title attribute.
+func shortTime(ts string) string {
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return ts
+	}
+	return t.UTC().Format("2006-01-02 15:04:05")
+}
+
+func shortUTC(ts string) string { return shortTime(ts) + " UTC" }
+
+// changedTitle says when a record was created and last changed, and by
+// whom, for a title attribute; "" for a record older than envlet's dates.
+func changedTitle(d api.Dated) string {
+	var parts []string
+	if d.CreatedAt != "" {
+		parts = append(parts, "created "+shortUTC(d.CreatedAt))
+	}
+	if d.UpdatedAt != "" {
+		s := "changed " + shortUTC(d.UpdatedAt)
+		if d.UpdatedBy != "" {
+			s += " by " + d.UpdatedBy
 		}
-		return t.UTC().Format("2006-01-02 15:04:05")
-	},
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
 }
 
 func parsePages() (map[string]*template.Template, error) {

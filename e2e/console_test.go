@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
@@ -330,6 +331,7 @@ func TestConsole(t *testing.T) {
 	snaps.snap(ctx, "")
 
 	// Secrets: a text one, read in the page.
+	before := time.Now().UTC()
 	do(t, ctx, chromedp.Navigate(ui.base+"/secrets"),
 		chromedp.SendKeys(chromedp.ID("secret-name"), "SMTP_PASSWORD"),
 		chromedp.SetValue(chromedp.ID("secret-value"), "canary-console-secret-1"))
@@ -348,6 +350,30 @@ func TestConsole(t *testing.T) {
 	flashIs(t, ctx, "Created secret CLIENT_CERT.")
 	if html := snaps.snap(ctx, "secrets"); !strings.Contains(html, "CLIENT_CERT") || !strings.Contains(html, "SMTP_PASSWORD") {
 		t.Fatalf("secrets page lacks the new secrets:\n%s", html)
+	} else if strings.Contains(html, "MEMBER_PRIV") {
+		t.Errorf("the secrets page lists another user's private secret:\n%s", html)
+	}
+	// One GET /v1/secrets gives each its visibility and creation date.
+	after := time.Now().UTC()
+	for _, row := range []struct{ id, visibility string }{
+		{"secret-private-SMTP_PASSWORD", "private"}, {"secret-fraud-CLIENT_CERT", "project fraud"}} {
+		sel := `[id="` + row.id + `"] `
+		if got := run(t, ctx, chromedp.Text(chromedp.CSS(sel+"td.visibility"))); got != row.visibility {
+			t.Errorf("%s: visibility %q, want %q", row.id, got, row.visibility)
+		}
+		created := run(t, ctx, chromedp.Attributes(chromedp.CSS(sel+"td.created time")))["datetime"]
+		at, err := time.Parse(time.RFC3339, created)
+		if err != nil || !strings.HasSuffix(created, "Z") {
+			t.Errorf("%s: created %q is not RFC 3339 in UTC (%v)", row.id, created, err)
+			continue
+		}
+		day := at.Format(time.DateOnly)
+		if day != before.Format(time.DateOnly) && day != after.Format(time.DateOnly) {
+			t.Errorf("%s: created %q, not today (%s)", row.id, created, before.Format(time.DateOnly))
+		}
+		if shown := run(t, ctx, chromedp.Text(chromedp.CSS(sel+"td.created time"))); !strings.HasPrefix(shown, day) {
+			t.Errorf("%s: the page shows creation date %q for %q", row.id, shown, created)
+		}
 	}
 	do(t, ctx, chromedp.Click(chromedp.CSS(`[id="secret-private-SMTP_PASSWORD"] form[action="/secrets/read"] button`)))
 	waitJS(t, ctx, `document.getElementById("sv-private-SMTP_PASSWORD").textContent === "canary-console-secret-1"`)
