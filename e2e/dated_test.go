@@ -219,7 +219,7 @@ func TestDatedOldStore(t *testing.T) {
 	if r := a.cliAs(uid, "env", "list", "--json"); r.code != 0 || strings.Contains(r.stdout, "_at") || strings.Contains(r.stdout, "updated_by") {
 		t.Errorf("an old record lists dates: %s", r)
 	}
-	if r := a.cliAs(uid, "secret", "list"); r.code != 0 || !strings.Contains(r.stdout, "CREATED") || !strings.Contains(r.stdout, "S     text  7     -") {
+	if r := a.cliAs(uid, "secret", "list"); r.code != 0 || !strings.Contains(r.stdout, "CREATED") || !strings.Contains(r.stdout, "S     text  7     private     -") {
 		t.Errorf("secret list of an old secret: %s, want - for its creation date", r)
 	}
 	if out := a.cli("project", "list", "--json"); strings.Contains(out, "_at") {
