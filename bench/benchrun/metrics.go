@@ -20,7 +20,7 @@ import (
 const (
 	metricsWorkloads = 1000
 	metricsClients   = 64
-	metricsRounds    = 3 // pairs of cells per agent: with, without, without, with…
+	metricsRounds    = 4 // pairs of cells per agent: with, without, without, with…
 )
 
 // metricsCost (issue 17) measures what Prometheus metrics cost the serve
@@ -185,7 +185,14 @@ func (r *runner) metricsCost() error {
 			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s |\n", i+1, s.name, thousands(int64(c.rps)), us(c.p50), us(c.p99), ms(s.cpu[i]))
 		}
 	}
-	b.WriteString("\n")
+	spread := func(s *side) string {
+		lo, hi := s.cells[0].rps, s.cells[0].rps
+		for _, c := range s.cells {
+			lo, hi = min(lo, c.rps), max(hi, c.rps)
+		}
+		return fmt.Sprintf("%s–%s/s", thousands(int64(lo)), thousands(int64(hi)))
+	}
+	fmt.Fprintf(&b, "\nThe spread between cells of one agent (%s with metrics, %s without) is the noise a difference must exceed to be seen; the machine's load average is in the Machine table.\n", spread(on), spread(off))
 	r.rep.section(b.String())
 	// "Nothing you can see": within the spread of back-to-back cells of
 	// one agent on a shared machine, taken here as 5%.
