@@ -37,13 +37,18 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v hyperfine >/dev/null || { echo "bench.sh: hyperfine is required" >&2; exit 1; }
 
-# Heavy peers, installed once into the cache and reused.
-if [ ! -x "$cache/bin/sops" ]; then
+# Heavy peers, installed once into the cache and reused; only the launch
+# section uses them, so `-only` without launch does not wait for them.
+peers=1
+if [[ " $* " == *" -only "* || " $* " == *" -only="* ]] && [[ " $* " != *launch* ]]; then
+  peers=0
+fi
+if [ "$peers" = 1 ] && [ ! -x "$cache/bin/sops" ]; then
   log "installing sops into $cache/bin (once; takes minutes)"
   GOBIN="$cache/bin" CGO_ENABLED=0 go install -trimpath "github.com/getsops/sops/v3/cmd/sops@${SOPS_VERSION:-latest}" >"$cache/sops-install.log" 2>&1 ||
     log "sops did not install (see $cache/sops-install.log); it will be reported as not measured"
 fi
-if [ ! -x "$cache/npm/node_modules/.bin/dotenvx" ] && command -v npm >/dev/null; then
+if [ "$peers" = 1 ] && [ ! -x "$cache/npm/node_modules/.bin/dotenvx" ] && command -v npm >/dev/null; then
   log "installing dotenvx into $cache/npm (once)"
   npm install --silent --no-audit --no-fund --prefix "$cache/npm" "@dotenvx/dotenvx@${DOTENVX_VERSION:-latest}" >"$cache/dotenvx-install.log" 2>&1 ||
     log "dotenvx did not install (see $cache/dotenvx-install.log); it will be reported as not measured"

@@ -156,17 +156,22 @@ func startAgentFull(envletd, dir string, args []string, hook func(pid int)) (*ag
 		}
 	}
 	a.ready = time.Since(t0)
-	a.client = &http.Client{
+	a.client = adminClient(a.admin)
+	return a, nil
+}
+
+// adminClient is an HTTP client for the admin API on the socket admin.
+func adminClient(admin string) *http.Client {
+	return &http.Client{
 		Timeout: 5 * time.Minute,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", a.admin)
+				return d.DialContext(ctx, "unix", admin)
 			},
 			MaxIdleConnsPerHost: 16,
 		},
 	}
-	return a, nil
 }
 
 func unquote(s string) string {

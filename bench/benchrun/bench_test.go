@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,3 +251,53 @@ func TestParsePprofTop(t *testing.T) {
 }
 
 func mb(v float64) int64 { return int64(v * (1 << 20)) }
+
+// The metrics section's agents: confAgent starts a real envletd from a
+// config file, holding every registration, with /metrics answering when
+// metrics_listen is set and nothing listening when it is not.
+func TestConfAgentMetrics(t *testing.T) {
+	bindir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", bindir, "../../cmd/envletd")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build envletd: %v\n%s", err, b)
+	}
+	work, err := os.MkdirTemp("", "el") // short: socket paths stay under 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+	r := &runner{o: options{bin: bindir}, work: work}
+	addr, err := freeLoopback()
+	if err != nil {
+		t.Fatal(err)
+	}
+	on, err := r.confAgent("on", "metrics_listen = "+addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(on.stop)
+	st, err := on.status()
+	if err != nil || st.Workloads != metricsWorkloads {
+		t.Fatalf("status: %+v, %v; want %d workloads", st, err, metricsWorkloads)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics right after ready: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "envlet_") {
+		t.Fatalf("GET /metrics: %s, %d bytes without envlet_ metrics", resp.Status, len(body))
+	}
+	off, err := r.confAgent("off", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(off.stop)
+	if st, err := off.status(); err != nil || st.Workloads != metricsWorkloads {
+		t.Fatalf("status without metrics: %+v, %v; want %d workloads", st, err, metricsWorkloads)
+	}
+	if b, err := os.ReadFile(filepath.Join(off.dir, "agent.log")); err != nil || strings.Contains(string(b), "serving metrics") {
+		t.Errorf("agent without metrics_listen logged serving metrics (%v):\n%s", err, b)
+	}
+}

@@ -128,6 +128,7 @@ type loadCell struct {
 	p50, p99 time.Duration
 	n, errs  int
 	errText  string
+	lat      []time.Duration // every request's latency, sorted
 }
 
 // runLoad drives sock with conns clients spread over worker processes, each
@@ -203,6 +204,7 @@ func (r *runner) runLoad(sock string, workloads, conns int, window func(start, e
 	sortDurations(all)
 	cell.rps = float64(cell.n) / r.o.loadDur.Seconds()
 	cell.p50, cell.p99 = percentile(all, 50), percentile(all, 99)
+	cell.lat = all
 	return cell, nil
 }
 
@@ -257,6 +259,7 @@ func (r *runner) load() error {
 			if err != nil {
 				return fmt.Errorf("%s, %d clients: %w", s.name, c, err)
 			}
+			cell.lat = nil // the percentiles are kept; only the metrics section pools samples
 			if cells[s.name] == nil {
 				cells[s.name] = map[int]loadCell{}
 			}

@@ -22,7 +22,7 @@ import (
 )
 
 // sections, in the order they run and appear.
-var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register", "adminwrite"}
+var allSections = []string{"size", "launch", "load", "memory", "fanout", "start", "register", "adminwrite", "metrics"}
 
 // extraSections run only when named in -only: they take longer (make bench-etcd-org).
 var extraSections = []string{"etcdorg", "etcdfleet"}
@@ -147,6 +147,8 @@ func run(args []string) int {
 			err = r.register()
 		case "adminwrite":
 			err = r.adminwrite()
+		case "metrics":
+			err = r.metricsCost()
 		case "etcdorg":
 			err = r.etcdorg()
 		case "etcdfleet":
