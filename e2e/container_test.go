@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"fmt"
@@ -233,32 +232,7 @@ func startContainer(t *testing.T, a *agentProc, name string) *watched {
 // startAttached runs cmd, which attaches to container name.
 func startAttached(t *testing.T, a *agentProc, name string, cmd *exec.Cmd) *watched {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &watched{cmd: cmd, lines: make(chan string, 100), stderr: newLogBuf(), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = w, p.stderr
-	p.cmd.WaitDelay = time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		r.Close()
-		close(p.lines)
-	}()
-	go func() {
-		err := p.cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok {
-			p.code = ee.ExitCode()
-		}
-		close(p.done)
-	}()
+	p := startWatched(t, cmd)
 	t.Cleanup(func() {
 		podman("rm", "-f", "-t", "0", name).Run()
 		<-p.done

@@ -94,7 +94,7 @@ func TestCrashDuringWrites(t *testing.T) {
 		total += int(done.Load())
 
 		a.start() // fails the test if the state does not load
-		got := projectEnv(t, a)
+		got := projectEnvOf(t, a, "crash")
 		mu.Lock()
 		for k, v := range acked {
 			if got[k] != v && !pending[k][got[k]] {
@@ -110,23 +110,4 @@ func TestCrashDuringWrites(t *testing.T) {
 	if total < 500 {
 		t.Fatalf("only %d writes in the time allowed", total)
 	}
-}
-
-// projectEnv reads the crash project's variables over the admin socket.
-func projectEnv(t *testing.T, a *agentProc) map[string]string {
-	t.Helper()
-	resp, err := adminHTTP(a.adminSock).Get("http://envlet/v1/projects/crash/env")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var vars []struct{ Name, Value string }
-	if err := json.NewDecoder(resp.Body).Decode(&vars); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, v := range vars {
-		out[v.Name] = v.Value
-	}
-	return out
 }

@@ -42,15 +42,36 @@ func startWatch(t *testing.T, a *agentProc, uid uint32, args ...string) *watched
 // against a; its stdout comes line by line to p.lines.
 func startProc(t *testing.T, a *agentProc, uid uint32, bin string, args ...string) *watched {
 	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "ENVLET_SOCKET=" + a.workSock, "ENVLET_ADMIN_SOCKET=" + a.adminSock}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	p := startWatched(t, cmd)
+	t.Cleanup(func() {
+		// SIGTERM reaches the program through the launcher.
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		a.record(filepath.Base(bin)+" (uid "+strconv.Itoa(int(uid))+") stderr", p.stderr.String())
+	})
+	return p
+}
+
+// startWatched starts cmd with its stdout coming line by line to p.lines
+// and its stderr to p.stderr; p.done closes once it has exited (p.code).
+// The caller stops it in its own cleanup.
+func startWatched(t *testing.T, cmd *exec.Cmd) *watched {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &watched{cmd: exec.Command(bin, args...), lines: make(chan string, 100), stderr: newLogBuf(), done: make(chan struct{})}
-	p.cmd.Env = []string{"PATH=/usr/bin:/bin", "ENVLET_SOCKET=" + a.workSock, "ENVLET_ADMIN_SOCKET=" + a.adminSock}
-	p.cmd.Dir = "/"
+	p := &watched{cmd: cmd, lines: make(chan string, 100), stderr: newLogBuf(), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = w, p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	// The program holds stderr too: give up on the pipe soon after the
 	// launcher has gone, should the program outlive it.
 	p.cmd.WaitDelay = time.Second
@@ -73,17 +94,6 @@ func startProc(t *testing.T, a *agentProc, uid uint32, bin string, args ...strin
 		}
 		close(p.done)
 	}()
-	t.Cleanup(func() {
-		// SIGTERM reaches the program through the launcher.
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		a.record(filepath.Base(bin)+" (uid "+strconv.Itoa(int(uid))+") stderr", p.stderr.String())
-	})
 	return p
 }
 
