@@ -12,8 +12,8 @@ import (
 
 // configKeys is every key of envletd.conf, declared once: ParseConfig sets
 // fields through it, Reload names the changes that need a restart from it,
-// and TestConfigKeysDocumented holds the README's config block to it.
-// Adding a key is one row here (and its line in README.md, which the test
+// and TestConfigKeysDocumented holds docs/configuration.md's config block to it.
+// Adding a key is one row here (and its line in docs/configuration.md, which the test
 // prints).
 //
 // live keys are applied by a SIGHUP reload (Reload); a change to any other
@@ -48,7 +48,7 @@ var configKeys = []configKey{
 	key("etcd_key_file", func(c *Config) *string { return &c.EtcdKeyFile }, text, restart, "/etc/envlet/etcd-key.pem", ""),
 	key("etcd_timeout", func(c *Config) *time.Duration { return &c.EtcdTimeout }, duration(10*time.Minute, "10m"), restart, "5s", "bound on each etcd request"),
 	key("token_dir", func(c *Config) *string { return &c.TokenDir }, text, restart, "/run/envlet/tokens", `workload token files ("token": true)`),
-	key("container_engine", func(c *Config) *string { return &c.ContainerEngine }, text, restart, "unix:///run/podman/podman.sock", `labelled containers registered (README "Containers registered by the engine"); unset: none`),
+	key("container_engine", func(c *Config) *string { return &c.ContainerEngine }, text, restart, "unix:///run/podman/podman.sock", `labelled containers registered (docs/operations.md, "Containers registered by the engine"); unset: none`),
 	key("request_timeout", func(c *Config) *time.Duration { return &c.RequestTimeout }, duration(time.Hour, "1h"), restart, "5s", "one workload request, connect to reply"),
 	key("max_conns_per_uid", func(c *Config) *int { return &c.MaxConnsPerUID }, count, restart, "32", "per socket: a uid's connections before their request is in"),
 	key("max_conns", func(c *Config) *int { return &c.MaxConns }, count, restart, "1024", "per socket: all connections"),
@@ -71,8 +71,8 @@ type configKey struct {
 	field   func(*Config) any // a pointer to the field the key sets
 	parse   func(c *Config, v string) error
 	live    bool
-	example string // the value README.md shows
-	doc     string // README.md's comment on it, if any
+	example string // the value docs/configuration.md shows
+	doc     string // docs/configuration.md's comment on it, if any
 }
 
 // key builds a row: field points the key at its Config field, parse turns

@@ -120,7 +120,7 @@ func TestReloadWarnsRealKeys(t *testing.T) {
 	}
 }
 
-// TestConfigKeysDocumented: README.md's config file block lists every key,
+// TestConfigKeysDocumented: docs/configuration.md's config file block lists every key,
 // in table order, with its example and comment; on a mismatch it prints the
 // block to paste.
 func TestConfigKeysDocumented(t *testing.T) {
@@ -133,7 +133,7 @@ func TestConfigKeysDocumented(t *testing.T) {
 		}
 		want.WriteString(strings.TrimRight(line, " ") + "\n")
 	}
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +145,9 @@ func TestConfigKeysDocumented(t *testing.T) {
 		block, _, ok = strings.Cut(block, "\n[defaults]")
 	}
 	if !ok {
-		t.Fatal("README.md has no ```ini block with [defaults] under ### Config file")
+		t.Fatal("docs/configuration.md has no ```ini block with [defaults] under ### Config file")
 	}
 	if got := strings.TrimRight(block, "\n") + "\n"; got != want.String() {
-		t.Fatalf("README.md's config block differs from configKeys; want:\n%s", want.String())
+		t.Fatalf("docs/configuration.md's config block differs from configKeys; want:\n%s", want.String())
 	}
 }

@@ -40,7 +40,7 @@ import (
 //     (writeJSONLocked);
 //   - the echoes in the HTTP server's pooled buffers are cleared (echo.go).
 //
-// What is left is listed in README.md (Memory).
+// What is left is listed in docs/operations.md (Memory).
 
 // maskStrings returns a copy of a JSON document in which the contents of
 // every string that is not an object key are replaced by 'x', keeping the

@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-// The authorization table of README.md ("Who may do what"), one test per
+// The authorization table of docs/concepts.md ("Who may do what"), one test per
 // cell: every row is run by an admin (root, a member of the envlet-admin
 // group, the user who started envletd -dev), a project owner, a project
 // member and another user. A refusal must be PERMISSION_DENIED and leave
@@ -103,7 +103,7 @@ func authzFixture(a *agentProc, u authzUIDs) {
 	a.register(map[string]any{"id": "wv", "user": "victim", "project": "fraud", "match": map[string]any{"uid": u.victim}})
 }
 
-// authzRow is one row of the README table.
+// authzRow is one row of that table.
 type authzRow struct {
 	row   string
 	allow string // the roles that may: some of "admin owner member other"

@@ -25,7 +25,7 @@ import (
 // bind-mounted read-only. Podman missing or unable to run is a skip, and a
 // failure under CI=true.
 
-// podmanGlobal and podmanRunFlags are what README.md's "Containers" shows:
+// podmanGlobal and podmanRunFlags are what docs/operations.md's "Containers" shows:
 // runc and cgroupfs, no network, limits the runtime may set as root.
 var (
 	podmanGlobal   = []string{"--runtime", "runc", "--cgroup-manager", "cgroupfs"}

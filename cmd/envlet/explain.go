@@ -19,7 +19,7 @@ type explained struct {
 	Overrides []string `json:"overrides"`
 	Cleared   bool     `json:"cleared"`
 	// SecretScope is whose secret a variable set --from-secret took;
-	// LeftOut, why a layer's variable is not served (README, "Whose secret
+	// LeftOut, why a layer's variable is not served (docs/concepts.md, "Whose secret
 	// a reference reaches", "Protected names").
 	SecretScope string `json:"secret_scope"`
 	LeftOut     string `json:"left_out"`
